@@ -1,0 +1,48 @@
+"""exprgen: numpy-style code compiled into fused, cached kernels.
+
+    import exprgen as ex
+    y = ex.sigmoid(ex.asarray(x) * w + b)   # builds a graph; nothing runs yet
+    y.numpy()                               # one fused kernel, compiled once and cached on disk
+
+The pipeline, one module a stage: array -> graph -> pattern/rules -> schedule -> render -> cache ->
+backends -> realize. See README.md and ../shared/DESIGN.md.
+"""
+
+from __future__ import annotations
+
+from . import opdefs as _opdefs
+from .array import Array, apply, asarray, astype, clip, gelu, op_function, round, where
+from .config import get_num_threads, set_num_threads, threads
+from .counters import reset_stats, stats
+
+__version__ = "0.1.0"
+
+# One function per op entry (and array-API alias) of ops/; the wrappers above take NumPy keywords.
+_WRAPPED = {"astype", "clip", "gelu", "round", "where"}
+for _name in _opdefs.registry():
+    if _name not in _WRAPPED:
+        globals()[_name] = op_function(_name)
+
+
+def eval(*arrays, out=None):  # noqa: A001 - the library's verb
+    """Compute several arrays in one pass (kernels shared; multi-output kernels read shared inputs once).
+
+    ``out``: NumPy buffers to write into, one per array (exact shape and dtype). Returns the NumPy value
+    of a single array, or a tuple of them.
+    """
+    from .realize import evaluate
+
+    pending = [asarray(a) for a in arrays]
+    if not pending:
+        return ()
+    values = evaluate(tuple(a._node for a in pending), out=out)
+    for array, value in zip(pending, values):
+        array._set_value(value)
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def explain(*arrays) -> str:
+    """What exprgen does for these arrays: rewrites, kernels, their sources and cache status."""
+    from .explain import explain as _explain
+
+    return _explain(*arrays)

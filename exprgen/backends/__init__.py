@@ -1,0 +1,1 @@
+"""Backends: each turns rendered source into a callable kernel (compile, load, call)."""

@@ -1,0 +1,85 @@
+"""User settings: threads, backend, cache location and deployment switches, from the environment or code.
+
+Environment variables (all optional):
+  EXPRGEN_NUM_THREADS   threads for large arrays (default: the CPUs this process may use)
+  EXPRGEN_BACKEND       "cpu" (compiled C++, the default) or "numpy" (the reference interpreter)
+  EXPRGEN_CACHE_DIR     kernel cache directory (default ~/.cache/exprgen)
+  EXPRGEN_PREBUILT_DIR  read-only prebuilt kernel directories, separated by os.pathsep
+  EXPRGEN_NO_COMPILE    "1": a kernel that no cache tier holds is an error, never a compile
+  CXX                   the C++ compiler (default g++, else c++)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+# Below this many elements a kernel runs on one thread: waking a team costs more than it saves.
+PARALLEL_THRESHOLD = 1 << 15
+
+
+def _default_threads() -> int:
+    env = os.environ.get("EXPRGEN_NUM_THREADS")
+    if env:
+        return _checked_threads(int(env))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _checked_threads(n) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
+    return n
+
+
+_state = threading.local()
+_global_threads = None
+
+
+def get_num_threads() -> int:
+    global _global_threads
+    local = getattr(_state, "threads", None)
+    if local is not None:
+        return local
+    if _global_threads is None:
+        _global_threads = _default_threads()
+    return _global_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Threads that large kernels use from now on (in this process)."""
+    global _global_threads
+    _global_threads = _checked_threads(n)
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """``with ex.threads(1): ...`` runs kernels in the block on ``n`` threads (this Python thread only)."""
+    previous = getattr(_state, "threads", None)
+    _state.threads = _checked_threads(n)
+    try:
+        yield
+    finally:
+        _state.threads = previous
+
+
+def backend_name() -> str:
+    name = os.environ.get("EXPRGEN_BACKEND", "cpu").lower()
+    if name not in ("cpu", "numpy"):
+        raise ValueError(f"EXPRGEN_BACKEND must be 'cpu' or 'numpy', not {name!r}")
+    return name
+
+
+def cache_dir() -> str:
+    return os.environ.get("EXPRGEN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "exprgen")
+
+
+def prebuilt_dirs() -> list[str]:
+    return [d for d in os.environ.get("EXPRGEN_PREBUILT_DIR", "").split(os.pathsep) if d]
+
+
+def no_compile() -> bool:
+    return os.environ.get("EXPRGEN_NO_COMPILE", "") not in ("", "0")

@@ -1,0 +1,169 @@
+"""The expression graph: immutable, hash-consed nodes.
+
+A ``Node`` is ``(op, src, arg, dtype, shape)``. Building the same node twice returns the same object, so
+common subexpressions merge as they are written and node identity is structural equality. Leaves are
+``BUFFER`` (a NumPy array read in place, never copied) and ``SCALAR`` (a weakly typed Python scalar,
+passed to kernels as an argument so that changing it never recompiles). Every other op is an entry of
+the registry in ``opdefs``; its dtype comes from NumPy's rules and its shape from broadcasting.
+
+``structure_key`` is what the plan cache keys on: the graph with scalar values abstracted away.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+
+import numpy as np
+
+from . import dtypes, opdefs
+
+BUFFER = "buffer"
+SCALAR = "scalar"
+LEAVES = frozenset({BUFFER, SCALAR})
+
+_buffer_ids = itertools.count()
+_table: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+class Node:
+    __slots__ = ("op", "src", "arg", "dtype", "shape", "buffer", "address", "memo", "__weakref__")
+
+    op: str
+    src: tuple[Node, ...]
+    arg: object
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    def __setattr__(self, name, value):
+        raise AttributeError("graph nodes are immutable")
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def weak(self) -> bool:
+        """A Python scalar: its dtype yields to the arrays it meets."""
+        return self.op is SCALAR
+
+    def signature_item(self):
+        """What the dtype rules see: a dtype, or the Python type of a weak scalar."""
+        return type(self.arg) if self.op is SCALAR else self.dtype
+
+    def __repr__(self) -> str:
+        if self.op is BUFFER:
+            return f"buffer#{self.arg}<{self.dtype.name}{list(self.shape)}>"
+        if self.op is SCALAR:
+            return repr(self.arg)
+        params = "".join(f", {p}" for p in self.arg)
+        return f"{self.op}({', '.join(map(repr, self.src))}{params})"
+
+
+def _make(op: str, src: tuple, arg, dtype: np.dtype, shape: tuple, hash_arg) -> Node:
+    key = (op, tuple(map(id, src)), hash_arg, dtype, shape)
+    existing = _table.get(key)
+    if existing is not None:
+        return existing
+    node = object.__new__(Node)
+    for name, value in (("op", op), ("src", src), ("arg", arg), ("dtype", dtype), ("shape", shape),
+                        ("buffer", None), ("address", 0), ("memo", {})):
+        object.__setattr__(node, name, value)
+    _table[key] = node
+    return node
+
+
+def buffer(array: np.ndarray) -> Node:
+    """A leaf reading ``array`` in place. Each call makes a distinct leaf: arrays are not hashable."""
+    dtypes.check_supported(array.dtype)
+    ident = next(_buffer_ids)
+    node = _make(BUFFER, (), ident, array.dtype, tuple(array.shape), ident)
+    object.__setattr__(node, "buffer", array)
+    object.__setattr__(node, "address", array.__array_interface__["data"][0])
+    return node
+
+
+def scalar(value) -> Node:
+    """A weakly typed Python scalar (bool, int or float)."""
+    kind = dtypes.python_scalar_kind(value)
+    if kind is None:
+        raise TypeError(f"expected a Python bool, int or float, got {type(value).__name__}")
+    # repr keeps 0.0 and -0.0 (equal under ==) apart; NaN compares unequal to itself but not by repr.
+    return _make(SCALAR, (), value, dtypes.WEAK_DEFAULT[kind], (), (kind, repr(value)))
+
+
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    ndim = max((len(s) for s in shapes), default=0)
+    result = []
+    for axis in range(-ndim, 0):
+        sizes = {s[axis] for s in shapes if len(s) >= -axis} - {1}
+        if len(sizes) > 1:
+            shown = " and ".join(str(tuple(s)) for s in shapes)
+            raise ValueError(f"cannot broadcast shapes {shown}")
+        result.append(sizes.pop() if sizes else 1)
+    return tuple(result)
+
+
+def _check_scalar_fits(op: opdefs.OpDef, src: tuple[Node, ...], compute: tuple[np.dtype, ...]) -> None:
+    """NumPy refuses a Python int that does not fit the integer dtype it meets; so do we."""
+    for node, dtype in zip(src, compute):
+        if node.op is SCALAR and type(node.arg) is int and dtype in dtypes.INTEGERS:
+            info = np.iinfo(dtype)
+            if not info.min <= node.arg <= info.max:
+                raise OverflowError(f"Python integer {node.arg} out of bounds for {dtype.name} in {op.name}")
+
+
+def apply(name: str, *src: Node, params: tuple = ()) -> Node:
+    """The node for op ``name`` over ``src``: dtype by NumPy's rules, shape by broadcasting."""
+    op = opdefs.get(name)
+    if len(src) != op.arity:
+        raise TypeError(f"{op.name} takes {op.arity} array arguments, got {len(src)}")
+    signature = tuple(node.signature_item() for node in src)
+    dtype = op.result_dtype(signature, params)
+    _check_scalar_fits(op, src, op.compute_dtypes(signature, params))
+    shape = broadcast_shapes(*(node.shape for node in src))
+    return _make(op.name, tuple(src), tuple(params), dtype, shape, tuple(params))
+
+
+def toposort(roots) -> list[Node]:
+    """Every node reachable from ``roots``, each after its sources, in a deterministic order."""
+    order, seen = [], set()
+    for root in roots:
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((s, False) for s in reversed(node.src) if id(s) not in seen)
+    return order
+
+
+def leaf_entry(node: Node) -> tuple:
+    """A leaf as the plan cache sees it: buffers by layout, scalars by type only (values are arguments)."""
+    if node.op is BUFFER:
+        array = node.buffer
+        return (BUFFER, array.dtype.str, array.shape, array.strides, node.address % 64 == 0)
+    return (SCALAR, type(node.arg).__name__)
+
+
+def structure_key(roots: tuple[Node, ...]) -> tuple[tuple, list[Node]]:
+    """(key, leaves): the graph's structure with leaves numbered in order of first appearance.
+
+    Two graphs with equal keys differ only in which buffers and scalar values they hold, so they share
+    one compiled plan; ``leaves`` says which concrete leaf fills each slot.
+    """
+    order = toposort(roots)
+    index = {id(node): i for i, node in enumerate(order)}
+    leaves, entries = [], []
+    for node in order:
+        if node.op in LEAVES:
+            leaves.append(node)
+            entries.append(leaf_entry(node))
+        else:
+            entries.append((node.op, node.arg, node.dtype.str, tuple(index[id(s)] for s in node.src)))
+    return (tuple(entries), tuple(index[id(r)] for r in roots)), leaves

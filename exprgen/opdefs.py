@@ -1,0 +1,237 @@
+"""The op registry: loads ``ops/*.toml`` into ``OpDef`` records, the only place that knows op facts.
+
+An entry holds everything about one op: its inputs, C++ expression (over the input names and ``T``, the
+type the inputs are converted to), NumPy reference, backward formulas, fuzzing domain, ULP tolerance and
+algebraic properties. Every entry is validated here at import, so a typo in ``ops/`` fails loudly before
+any kernel is rendered.
+
+The result dtype is not a separate table: it is whatever the NumPy reference returns for empty inputs of
+the same dtypes (Python scalars passed as Python scalars, so they stay weakly typed). exprgen's typing is
+therefore NumPy's by construction.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import dtypes
+from .resources import data_dir
+
+ARITY = {"unary": 1, "binary": 2, "ternary": 3}
+DEFAULT_INPUTS = {"unary": ("x",), "binary": ("x", "y")}
+CASTS = ("result", "common", "bool")
+
+# The C++ functions an op expression may call: everything prelude.h defines in namespace eg.
+_PRELUDE_FUNCTION = re.compile(r"EG_MATH[12]\((\w+)\)|static\s+inline\s+[\w:<>]+\s+(\w+)\s*\(")
+
+
+@functools.cache
+def prelude_functions() -> frozenset[str]:
+    text = (data_dir("templates") / "prelude.h").read_text()
+    return frozenset(a or b for a, b in _PRELUDE_FUNCTION.findall(text)) - {"name"}  # "name": the macros' own parameter
+
+
+def _numpy_namespace() -> dict:
+    from . import reference  # the helpers NumPy lacks (erf, gelu) live with the interpreter
+
+    return {"np": np, "math": math, **reference.HELPERS}
+
+
+_C_TOKEN = re.compile(r"\s*(?:(?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+|\d+)|(?P<name>[A-Za-z_]\w*)"
+                      r"|(?P<op><=|>=|==|!=|&&|\|\||[-+*/%<>!?:(),&|^~]))")
+
+
+def check_c_expression(expr: str, names: set[str], where: str) -> None:
+    """Refuse a C expression that could break out of its template or mean something unintended.
+
+    Allowed: the given names, ``T``, calls of prelude functions, integer literals, float literals only as
+    ``T(1.5)`` (a bare ``0.5`` would silently compute in double), and C operators. No ``;``, braces,
+    ``#``, strings or anything else.
+    """
+    pos, tokens = 0, []
+    while pos < len(expr.rstrip()):
+        match = _C_TOKEN.match(expr, pos)
+        if not match:
+            raise ValueError(f"{where}: C expression {expr!r} has a forbidden character at {expr[pos:pos + 8]!r}")
+        tokens.append(match)
+        pos = match.end()
+    functions = prelude_functions()
+    for i, tok in enumerate(tokens):
+        follows = tokens[i + 1].group("op") if i + 1 < len(tokens) else None
+        if tok.group("name"):
+            name = tok.group("name")
+            if follows == "(" and name != "T":
+                if name not in functions:
+                    raise ValueError(f"{where}: C expression calls unknown function {name!r}")
+            elif name not in names and name != "T":
+                raise ValueError(f"{where}: C expression uses unknown name {name!r} (inputs: {sorted(names)})")
+        elif tok.group("num") and not tok.group("num").isdigit():
+            wrapped = i >= 2 and tokens[i - 1].group("op") == "(" and tokens[i - 2].group("name") == "T"
+            if not wrapped:
+                raise ValueError(f"{where}: float literal {tok.group('num')} must be written T({tok.group('num')})")
+
+
+def formula_names(formula: str) -> set[str]:
+    """Names a backward formula uses, parsed with ``ast`` (nothing is evaluated)."""
+    tree = ast.parse(formula, mode="eval")
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where fuzzing draws an input: a range plus edge values that must be tried."""
+
+    low: float
+    high: float
+    edges: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    kind: str
+    inputs: tuple[str, ...]
+    c: str
+    numpy_src: str
+    numpy: object = field(compare=False, repr=False)
+    cast: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    vjp: tuple[str, ...] | None = None
+    domains: tuple[Domain, ...] = ()
+    ulp: dict = field(default_factory=dict, compare=False)
+    signed_zero: bool = True
+    aliases: tuple[str, ...] = ()
+    props: frozenset[str] = frozenset()
+
+    @property
+    def arity(self) -> int:
+        return len(self.inputs)
+
+    def tolerance_ulp(self, dtype: np.dtype) -> int:
+        return self.ulp.get(np.dtype(dtype).name, 0)
+
+    def result_dtype(self, signature: tuple, params: tuple = ()) -> np.dtype:
+        """NumPy's result dtype for inputs of these dtypes (Python types stand for weak scalars)."""
+        return _probe(self, signature, params)[0]
+
+    def compute_dtypes(self, signature: tuple, params: tuple = ()) -> tuple[np.dtype, ...]:
+        """The dtype each input is converted to before the C expression sees it."""
+        return _probe(self, signature, params)[1]
+
+    def compute_type(self, signature: tuple, params: tuple = ()) -> np.dtype:
+        """``T`` in the C expression."""
+        return _probe(self, signature, params)[2]
+
+
+def _probe_value(item):
+    return dtypes.WEAK_PROBE[item] if isinstance(item, type) else np.empty(0, item)
+
+
+@functools.lru_cache(maxsize=4096)
+def _probe(op: OpDef, signature: tuple, params: tuple):
+    args = [_probe_value(item) for item in signature]
+    shown = ", ".join(item.__name__ if isinstance(item, type) else item.name for item in signature)
+    try:
+        with np.errstate(all="ignore"):
+            result = np.asarray(op.numpy(*args, *params)).dtype
+    except TypeError as exc:
+        raise TypeError(f"{op.name}({shown}) is not supported: {exc}") from None
+    if result.kind == "f" and result.itemsize < 4:
+        raise TypeError(f"{op.name}({shown}) gives {result.name} in NumPy, which exprgen does not support; "
+                        f"convert the input with .astype('float32') first")
+    dtypes.check_supported(result, f"{op.name}({shown})")
+    common = np.result_type(*args) if signature else result
+    resolve = {"result": result, "common": common, "bool": dtypes.BOOL}
+    compute = tuple(resolve[c] for c in op.cast)
+    t_type = resolve[op.cast[0]] if len(set(op.cast)) == 1 else result
+    return result, compute, t_type
+
+
+def _domain(raw) -> Domain:
+    low, high = raw.get("range", [-10.0, 10.0])
+    edges = tuple(float(e) if isinstance(e, str) else e for e in raw.get("edges", ()))
+    return Domain(float(low), float(high), edges)
+
+
+def _load_entry(name: str, raw: dict, source: str) -> OpDef:
+    where = f"{source} [{name}]"
+    kind = raw.get("kind")
+    if kind not in ARITY:
+        raise ValueError(f"{where}: kind must be one of {sorted(ARITY)}, not {kind!r}")
+    inputs = tuple(raw.get("inputs", DEFAULT_INPUTS.get(kind, ())))
+    if len(inputs) != ARITY[kind] or len(set(inputs)) != len(inputs):
+        raise ValueError(f"{where}: a {kind} op needs {ARITY[kind]} distinct input names, got {inputs}")
+    params = tuple(raw.get("params", ()))
+    cast = raw.get("cast", "result")
+    cast = tuple(cast) if isinstance(cast, list) else (cast,) * len(inputs)
+    if len(cast) != len(inputs) or any(c not in CASTS for c in cast):
+        raise ValueError(f"{where}: cast must be one of {CASTS} or a list of them, one per input")
+    check_c_expression(raw["c"], set(inputs), where)
+    namespace = _numpy_namespace()
+    numpy_src = raw["numpy"]
+    unknown = formula_names(numpy_src) - set(inputs) - set(params) - set(namespace)
+    if unknown:
+        raise ValueError(f"{where}: numpy reference uses unknown names {sorted(unknown)}")
+    # ops/ is package data, written by us: compiling its reference expressions is as safe as importing.
+    reference = eval(compile(f"lambda {', '.join(inputs + params)}: {numpy_src}", where, "eval"), namespace)
+    vjp = raw.get("vjp")
+    if vjp is not None:
+        vjp = (vjp,) if isinstance(vjp, str) else tuple(vjp)
+        if len(vjp) != len(inputs):
+            raise ValueError(f"{where}: vjp needs one formula per input ({len(inputs)}), got {len(vjp)}")
+    raw_domain = raw.get("domain", {})
+    domains = tuple(_domain(d) for d in raw_domain) if isinstance(raw_domain, list) \
+        else (_domain(raw_domain),) * len(inputs)
+    if len(domains) != len(inputs):
+        raise ValueError(f"{where}: domain needs one entry per input ({len(inputs)}), got {len(domains)}")
+    return OpDef(name=name, kind=kind, inputs=inputs, c=raw["c"], numpy_src=numpy_src, numpy=reference,
+                 cast=cast, params=params, vjp=vjp, domains=domains, ulp=dict(raw.get("ulp", {})),
+                 signed_zero=raw.get("signed_zero", True), aliases=tuple(raw.get("aliases", ())),
+                 props=frozenset(raw.get("props", ())))
+
+
+def _check_vjp_names(registry: dict[str, OpDef]) -> None:
+    callable_names = set(registry) | {"sum_to", "zeros_like", "ones_like"}
+    for op in registry.values():
+        for formula in op.vjp or ():
+            unknown = formula_names(formula) - {"g", "out"} - set(op.inputs) - set(op.params) - callable_names
+            if unknown:
+                raise ValueError(f"ops/ [{op.name}]: backward formula {formula!r} uses unknown names {sorted(unknown)}")
+
+
+@functools.cache
+def registry() -> dict[str, OpDef]:
+    """Every op by name (aliases included), loaded once and validated."""
+    ops: dict[str, OpDef] = {}
+    for path in sorted(data_dir("ops").glob("*.toml")):
+        for name, raw in tomllib.loads(path.read_text()).items():
+            if name in ops:
+                raise ValueError(f"{path.name}: op {name!r} is defined twice")
+            ops[name] = _load_entry(name, raw, path.name)
+    _check_vjp_names(ops)
+    by_name = dict(ops)
+    for op in ops.values():
+        for alias in op.aliases:
+            if alias in by_name:
+                raise ValueError(f"ops/ [{op.name}]: alias {alias!r} collides with another op")
+            by_name[alias] = op
+    return by_name
+
+
+def get(name: str) -> OpDef:
+    try:
+        return registry()[name]
+    except KeyError:
+        raise ValueError(f"unknown op {name!r}") from None
+
+
+def canonical_ops() -> list[OpDef]:
+    """Each op once (no aliases), in a stable order."""
+    return sorted({id(op): op for op in registry().values()}.values(), key=lambda op: op.name)

@@ -1,0 +1,145 @@
+"""The rewrite engine: patterns over nodes, a matcher indexed by op, and rewriting to a fixpoint.
+
+A ``Pat`` is built with the same operators as an ``Array`` (``Pat.var("x") * 1``), so a rule reads like
+the algebra it states. Rules are ``Rule(algebra, pattern, build)`` records in ``rules.py``; the engine
+knows nothing about particular ops.
+
+Matching a scalar's value makes the result depend on that value, so every such read is recorded: the plan
+cache then keys the compiled plan on exactly those values and treats every other scalar as an argument.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from . import graph, opdefs
+from .graph import SCALAR, Node
+
+
+class Pat:
+    __slots__ = ("op", "src", "name", "value")
+
+    def __init__(self, op: str | None = None, src: tuple = (), name: str | None = None, value=None):
+        self.op, self.src, self.name, self.value = op, src, name, value
+
+    @staticmethod
+    def var(name: str) -> Pat:
+        """Matches any node and binds it to ``name``."""
+        return Pat(name=name)
+
+    @staticmethod
+    def const(value) -> Pat:
+        """Matches a Python scalar equal to ``value`` (with the same sign of zero)."""
+        return Pat(op=SCALAR, value=value)
+
+    @staticmethod
+    def apply(op: str, *src) -> Pat:
+        return Pat(op=op, src=tuple(map(_lift, src)))
+
+    def __add__(self, other): return Pat.apply("add", self, other)
+    def __radd__(self, other): return Pat.apply("add", other, self)
+    def __sub__(self, other): return Pat.apply("subtract", self, other)
+    def __rsub__(self, other): return Pat.apply("subtract", other, self)
+    def __mul__(self, other): return Pat.apply("multiply", self, other)
+    def __rmul__(self, other): return Pat.apply("multiply", other, self)
+    def __truediv__(self, other): return Pat.apply("divide", self, other)
+    def __rtruediv__(self, other): return Pat.apply("divide", other, self)
+    def __pow__(self, other): return Pat.apply("power", self, other)
+    def __neg__(self): return Pat.apply("negative", self)
+
+    def match(self, node: Node, bound: dict, reads: set) -> bool:
+        if self.op is None:
+            previous = bound.setdefault(self.name, node)
+            return previous is node
+        if self.op is SCALAR:
+            if node.op is not SCALAR:
+                return False
+            reads.add(node)
+            return _same_value(node.arg, self.value)
+        if node.op != self.op:
+            return False
+        orders = [self.src]
+        if "commutative" in opdefs.get(self.op).props:
+            orders.append(self.src[::-1])
+        for order in orders:
+            trial = dict(bound)
+            if all(p.match(s, trial, reads) for p, s in zip(order, node.src)):
+                bound.clear()
+                bound.update(trial)
+                return True
+        return False
+
+
+def _lift(value) -> Pat:
+    return value if isinstance(value, Pat) else Pat.const(value)
+
+
+def _same_value(a, b) -> bool:
+    return a == b and math.copysign(1, a) == math.copysign(1, b)
+
+
+@dataclass(frozen=True)
+class Rule:
+    algebra: str                       # the identity the rule applies, e.g. "x*1 -> x"
+    pattern: Pat | None                # None: the rule inspects every node itself
+    # bindings -> replacement, or None for no rewrite after all; without a pattern: (node, reads) -> ...
+    build: Callable[..., Node | None]
+
+
+class RewriteError(RuntimeError):
+    pass
+
+
+class Rewriter:
+    """Applies rules bottom-up until no rule fires, recording what fired and which values were read."""
+
+    MAX_STEPS = 100_000
+
+    def __init__(self, rules: list[Rule]):
+        self.by_op: dict[str | None, list[Rule]] = {}
+        for rule in rules:
+            self.by_op.setdefault(rule.pattern.op if rule.pattern else None, []).append(rule)
+
+    def rewrite(self, roots: tuple[Node, ...]) -> tuple[tuple[Node, ...], list[tuple[str, Node, Node]], set]:
+        """(new roots, [(algebra, before, after)], scalar nodes whose values the rules read)."""
+        self.memo: dict[int, Node] = {}
+        self.log: list[tuple[str, Node, Node]] = []
+        self.reads: set = set()
+        self.steps = 0
+        return tuple(self._visit(root) for root in roots), self.log, self.reads
+
+    def _visit(self, root: Node) -> Node:
+        for node in graph.toposort([root]):
+            if id(node) in self.memo:
+                continue
+            src = tuple(self.memo[id(s)] for s in node.src)
+            rebuilt = node if src == node.src else graph.apply(node.op, *src, params=node.arg)
+            self.memo[id(node)] = self._fixpoint(rebuilt, node)
+        return self.memo[id(root)]
+
+    def _fixpoint(self, node: Node, original: Node) -> Node:
+        while True:
+            self.steps += 1
+            if self.steps > self.MAX_STEPS:
+                raise RewriteError(f"rewriting did not reach a fixpoint near {original!r}: two rules undo each other")
+            replacement = self._first_rewrite(node)
+            if replacement is None:
+                return node
+            self.memo[id(node)] = replacement
+            node = self._visit(replacement) if replacement.src else replacement
+
+    def _first_rewrite(self, node: Node) -> Node | None:
+        for rule in self.by_op.get(node.op, []) + self.by_op.get(None, []):
+            bound: dict = {}
+            if rule.pattern is not None and not rule.pattern.match(node, bound, self.reads):
+                continue
+            replacement = rule.build(node, self.reads) if rule.pattern is None else rule.build(**bound)
+            if replacement is None or replacement is node:
+                continue
+            if replacement.dtype != node.dtype or replacement.shape != node.shape:
+                continue  # a rule may never change what the user asked for
+            self.log.append((rule.algebra, node, replacement))
+            return replacement
+        return None

@@ -1,0 +1,283 @@
+"""The whole pipeline in a few lines, and the plan cache that lets a repeated structure skip it.
+
+    key  = structure_key(roots)                       graph.py
+    plan = plans[key]  or:
+        roots' = Rewriter(rules).rewrite(roots)       pattern.py + rules.py
+        kernels = schedule(roots')                    schedule.py
+        source = render(kernel, layout)               render.py
+        function = kernel_cache().get(source)         cache.py -> backends/cpu.py
+    plan.run(leaves, out)                             launch
+
+A plan is keyed by the graph's structure (ops, dtypes, leaf layouts) with Python scalar values left out:
+they are kernel arguments, so changing one never recompiles nor even re-plans. The exception is a value
+a rewrite rule read (``x*1 -> x`` reads the 1): the plan records which scalars those were and is reused
+only when they hold the same values again.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import config, counters, graph, reference
+from .backends import cpu
+from .cache import kernel_cache
+from .graph import BUFFER, SCALAR, Node
+from .memory import pool
+from .pattern import Rewriter
+from .render import loop_geometry, render
+from .rules import DEFAULT
+from .schedule import Kernel, schedule
+
+_SCALAR_FORMAT = {bool: "q", int: "q", float: "d"}
+
+
+@dataclass
+class Step:
+    """One kernel launch: the compiled function and which registers it reads and writes."""
+
+    function: object
+    total: int
+    ndim: int
+    shape: object            # cffi int64_t[] (sizes are arguments, fixed per plan)
+    strides: object          # cffi int64_t[]
+    arrays: tuple[int, ...]  # registers: inputs then outputs
+    scalars: tuple[int, ...]
+    scalar_format: str
+    parallel: bool
+    kernel: Kernel
+    key: str
+    tier: str
+    source_path: str
+    source: str
+
+
+@dataclass
+class Plan:
+    n_leaves: int
+    constants: list                                   # registers fixed by rewrites (folded values)
+    allocations: list[tuple[int, tuple, np.dtype, int | None]]  # (register, shape, dtype, root index)
+    steps: list[Step]
+    results: list[tuple[int, bool]]                   # per root: (register, copy needed)
+    sensitive: tuple[int, ...] = ()                   # leaf slots whose values the rewrite read
+    values: tuple = ()
+    rewrites: list = field(default_factory=list)
+    rewritten: tuple = ()
+
+
+_plans: dict[tuple, list[Plan]] = {}
+_MAX_PLANS = 4096
+_rewriter = Rewriter(DEFAULT)
+
+
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def _layout(array_shape: tuple, strides_bytes: tuple, itemsize: int) -> tuple[tuple, tuple]:
+    return array_shape, tuple(s // itemsize for s in strides_bytes)
+
+
+def _out_entry(out) -> tuple:
+    return tuple((o.dtype.str, o.shape, o.strides) for o in out) if out is not None else None
+
+
+def build_plan(roots: tuple[Node, ...], leaves: list[Node], out) -> Plan:
+    rewritten, log, reads = _rewriter.rewrite(roots)
+    kernels = schedule(rewritten)
+    registers: dict[int, int] = {id(leaf): i for i, leaf in enumerate(leaves)}
+    constants: list = []
+    layouts: dict[int, tuple[tuple, tuple]] = {}
+    for leaf in leaves:
+        if leaf.op is BUFFER:
+            layouts[id(leaf)] = _layout(leaf.shape, leaf.buffer.strides, leaf.dtype.itemsize)
+    allocations = []
+    out_by_root = {}
+    for i, root in enumerate(rewritten):
+        out_by_root.setdefault(id(root), i)
+
+    def register_of(node: Node) -> int:
+        if id(node) not in registers:
+            if node.op in graph.LEAVES:   # created by a rewrite (a folded constant)
+                registers[id(node)] = len(leaves) + len(constants)
+                constants.append(node.buffer if node.op is BUFFER else node.arg)
+                if node.op is BUFFER:
+                    layouts[id(node)] = _layout(node.shape, node.buffer.strides, node.dtype.itemsize)
+            else:
+                raise AssertionError(f"{node!r} is read before any kernel writes it")
+        return registers[id(node)]
+
+    for kernel in kernels:
+        for node in kernel.inputs + kernel.scalars:
+            register_of(node)
+    base = len(leaves) + len(constants)
+    for kernel in kernels:
+        for node in kernel.outputs:
+            root_index = out_by_root.get(id(node))
+            registers[id(node)] = base + len(allocations)
+            allocations.append((registers[id(node)], node.shape, node.dtype,
+                                root_index if out is not None else None))
+            if out is not None and root_index is not None:
+                layouts[id(node)] = _layout(out[root_index].shape, out[root_index].strides, node.dtype.itemsize)
+            else:
+                layouts[id(node)] = (node.shape, _contiguous_strides(node.shape))
+    steps = [_make_step(kernel, registers, layouts) for kernel in kernels]
+    results = []
+    for original, root in zip(roots, rewritten):
+        copy = original.op not in graph.LEAVES and root.op in graph.LEAVES
+        results.append((register_of(root), copy))
+    slot_of = {id(leaf): i for i, leaf in enumerate(leaves)}
+    sensitive = tuple(sorted(slot_of[id(n)] for n in reads if id(n) in slot_of))
+    return Plan(n_leaves=len(leaves), constants=constants, allocations=allocations, steps=steps,
+                results=results, sensitive=sensitive, values=tuple(_value_key(leaves[s].arg) for s in sensitive),
+                rewrites=log, rewritten=rewritten)
+
+
+def _contiguous_strides(shape: tuple) -> tuple:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def _value_key(value) -> tuple:
+    return (type(value), repr(value))
+
+
+def _make_step(kernel: Kernel, registers: dict, layouts: dict) -> Step:
+    arrays = kernel.inputs + kernel.outputs
+    loop_shape, strides = loop_geometry(kernel.shape, [layouts[id(n)] for n in arrays])
+    source, summary = render(kernel, [s[-1] for s in strides])
+    entry = kernel_cache().get(source, summary)
+    total = int(np.prod(kernel.shape, dtype=np.int64))
+    flat = [s for per_array in strides for s in per_array]
+    return Step(function=entry.function, total=total, ndim=len(loop_shape),
+                shape=cpu.ffi.new("int64_t[]", list(loop_shape)), strides=cpu.ffi.new("int64_t[]", flat or [0]),
+                arrays=tuple(registers[id(n)] for n in arrays), scalars=tuple(registers[id(n)] for n in kernel.scalars),
+                scalar_format="<" + "".join(_SCALAR_FORMAT[type(n.arg)] for n in kernel.scalars),
+                parallel=total >= config.PARALLEL_THRESHOLD, kernel=kernel, key=entry.key, tier=entry.tier,
+                source_path=entry.path[:-3] + ".cpp", source=source)
+
+
+def _find_plan(roots: tuple[Node, ...], out) -> tuple[Plan, list[Node]]:
+    memo_key = ("plan", _out_entry(out))
+    cached = roots[0].memo.get(memo_key) if len(roots) == 1 else None
+    if cached is None:
+        structure, leaves = graph.structure_key(roots)
+        cached = ((structure, _out_entry(out)), leaves)
+        if len(roots) == 1:
+            roots[0].memo[memo_key] = cached
+    key, leaves = cached
+    for plan in _plans.get(key, ()):
+        if all(_value_key(leaves[s].arg) == v for s, v in zip(plan.sensitive, plan.values)):
+            counters.count("plan_hit")
+            return plan, leaves
+    counters.count("plan_miss")
+    plan = build_plan(roots, leaves, out)
+    if len(_plans) >= _MAX_PLANS:
+        _plans.pop(next(iter(_plans)))
+    _plans.setdefault(key, []).append(plan)
+    return plan, leaves
+
+
+def _run(plan: Plan, leaves: list[Node], out) -> list[np.ndarray]:
+    registers = [leaf.buffer if leaf.op is BUFFER else leaf.arg for leaf in leaves]
+    registers += plan.constants
+    for _, shape, dtype, root_index in plan.allocations:
+        registers.append(out[root_index] if root_index is not None else pool.empty(shape, dtype))
+    threads = config.get_num_threads()
+    new = cpu.ffi.new
+    for step in plan.steps:
+        if step.total == 0:
+            continue
+        data = new("int64_t[]", [_address(registers[r]) for r in step.arrays])
+        values = struct.pack(step.scalar_format, *(registers[r] for r in step.scalars)) or b"\0" * 8
+        step.function(step.total, step.ndim, step.shape, data, step.strides, cpu.ffi.from_buffer("uint64_t[]", values),
+                      threads if step.parallel else 1)
+        counters.count("kernels_launched")
+    results = []
+    for i, (register, copy) in enumerate(plan.results):
+        value = registers[register]
+        if out is not None:
+            if value is not out[i]:
+                np.copyto(out[i], value)
+            value = out[i]
+        elif copy:
+            value = np.array(value, copy=True)
+        results.append(value if isinstance(value, np.ndarray) else np.asarray(value))
+    return results
+
+
+_fallback_warned = []
+
+
+def _use_reference() -> bool:
+    return config.backend_name() == "numpy" or bool(_fallback_warned)
+
+
+def _check_out(roots: tuple[Node, ...], out):
+    if out is None:
+        return None
+    out = list(out) if isinstance(out, (list, tuple)) else [out]
+    if len(out) != len(roots):
+        raise ValueError(f"out= needs one buffer per array: {len(roots)} arrays, {len(out)} buffers")
+    for buf, root in zip(out, roots):
+        if not isinstance(buf, np.ndarray):
+            raise TypeError(f"out= buffers must be NumPy arrays, got {type(buf).__name__}")
+        if buf.shape != root.shape or buf.dtype != root.dtype:
+            raise ValueError(f"out= buffer is {buf.dtype.name}{list(buf.shape)}, the result is "
+                             f"{root.dtype.name}{list(root.shape)}")
+        if not buf.flags.writeable:
+            raise ValueError("out= buffer is read-only")
+    return out
+
+
+def _overlaps_inputs(out: list[np.ndarray], leaves: list[Node]) -> bool:
+    """An out= buffer that shares memory with an input, other than element for element, is unsafe."""
+    for buf in out:
+        for leaf in leaves:
+            if leaf.op is BUFFER and np.may_share_memory(buf, leaf.buffer):
+                same = (_address(buf) == leaf.address and buf.strides == leaf.buffer.strides
+                        and buf.shape == leaf.shape)
+                if not same:
+                    return True
+    return False
+
+
+def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
+    """The values of ``roots`` (written into ``out`` buffers when given)."""
+    out = _check_out(roots, out)
+    if all(r.size == 0 for r in roots):  # nothing to compute: no plan, no launch
+        return [o if o is not None else np.empty(r.shape, r.dtype) for r, o in zip(roots, out or [None] * len(roots))]
+    if _use_reference():
+        values = reference.evaluate(roots)
+        if out is not None:
+            for buf, value in zip(out, values):
+                np.copyto(buf, value)
+            return out
+        return values
+    try:
+        plan, leaves = _find_plan(roots, out)
+    except cpu.CompilerMissing as exc:
+        _fallback_warned.append(True)
+        warnings.warn(f"exprgen: {exc}", RuntimeWarning, stacklevel=3)
+        return evaluate(roots, out)
+    if out is not None and _overlaps_inputs(out, leaves):
+        values = _run(plan, leaves, None)
+        for buf, value in zip(out, values):
+            np.copyto(buf, value)
+        return out
+    return _run(plan, leaves, out)
+
+
+def plan_for(roots: tuple[Node, ...]) -> Plan:
+    """The compiled plan for ``roots`` (built if needed): what ``explain`` shows."""
+    return _find_plan(roots, None)[0]
+
+
+def clear_plans() -> None:
+    _plans.clear()
