@@ -35,7 +35,7 @@ def eval(*arrays, out=None):  # noqa: A001 - the library's verb
     pending = [asarray(a) for a in arrays]
     if not pending:
         return ()
-    values = evaluate(tuple(a._node for a in pending), out=out)
+    values = evaluate(tuple(a._graph_node() for a in pending), out=out)
     for array, value in zip(pending, values):
         array._set_value(value)
     return values[0] if len(values) == 1 else tuple(values)
@@ -43,6 +43,6 @@ def eval(*arrays, out=None):  # noqa: A001 - the library's verb
 
 def explain(*arrays) -> str:
     """What exprgen does for these arrays: rewrites, kernels, their sources and cache status."""
-    from .explain import explain as _explain
+    from .report import explain as _explain
 
     return _explain(*arrays)

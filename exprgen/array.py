@@ -57,8 +57,12 @@ class Array:
 
     def _set_value(self, value: np.ndarray) -> None:
         self._value = value
-        if self._node.op is not BUFFER:
-            self._node = graph.buffer(value)
+
+    def _graph_node(self) -> Node:
+        """The node later expressions build on: once computed, the value's buffer (never recompute)."""
+        if self._value is not None and self._node.op is not BUFFER:
+            self._node = graph.buffer(self._value)
+        return self._node
 
     def __array__(self, dtype=None, copy=None):
         value = self.numpy()
@@ -165,7 +169,7 @@ def asarray(obj, dtype=None) -> Array:
 
 def as_node(obj) -> Node:
     if isinstance(obj, Array):
-        return obj._node
+        return obj._graph_node()
     if dtypes.python_scalar_kind(obj) is not None:
         return graph.scalar(obj)
     return asarray(obj)._node

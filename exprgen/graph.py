@@ -12,6 +12,7 @@ the registry in ``opdefs``; its dtype comes from NumPy's rules and its shape fro
 from __future__ import annotations
 
 import itertools
+import math
 import weakref
 
 import numpy as np
@@ -40,7 +41,7 @@ class Node:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def weak(self) -> bool:
@@ -60,15 +61,23 @@ class Node:
         return f"{self.op}({', '.join(map(repr, self.src))}{params})"
 
 
+_set = object.__setattr__
+
+
 def _make(op: str, src: tuple, arg, dtype: np.dtype, shape: tuple, hash_arg) -> Node:
     key = (op, tuple(map(id, src)), hash_arg, dtype, shape)
     existing = _table.get(key)
     if existing is not None:
         return existing
     node = object.__new__(Node)
-    for name, value in (("op", op), ("src", src), ("arg", arg), ("dtype", dtype), ("shape", shape),
-                        ("buffer", None), ("address", 0), ("memo", {})):
-        object.__setattr__(node, name, value)
+    _set(node, "op", op)
+    _set(node, "src", src)
+    _set(node, "arg", arg)
+    _set(node, "dtype", dtype)
+    _set(node, "shape", shape)
+    _set(node, "buffer", None)
+    _set(node, "address", 0)
+    _set(node, "memo", {})
     _table[key] = node
     return node
 
@@ -88,6 +97,8 @@ def scalar(value) -> Node:
     kind = dtypes.python_scalar_kind(value)
     if kind is None:
         raise TypeError(f"expected a Python bool, int or float, got {type(value).__name__}")
+    if kind is int and not -2**63 <= value < 2**63:
+        raise OverflowError(f"Python integer {value} does not fit in int64; pass it as a float")
     # repr keeps 0.0 and -0.0 (equal under ==) apart; NaN compares unequal to itself but not by repr.
     return _make(SCALAR, (), value, dtypes.WEAK_DEFAULT[kind], (), (kind, repr(value)))
 
@@ -113,16 +124,33 @@ def _check_scalar_fits(op: opdefs.OpDef, src: tuple[Node, ...], compute: tuple[n
                 raise OverflowError(f"Python integer {node.arg} out of bounds for {dtype.name} in {op.name}")
 
 
+_typed: dict[tuple, tuple] = {}
+
+
+def _type_and_shape(name: str, src: tuple[Node, ...], params: tuple):
+    """(op, dtype, shape, compute dtypes) for ``name`` over inputs like ``src``; memoised, as it is on
+    every op a user writes and depends only on the op, the input dtypes and shapes, and the params."""
+    key = (name, params) + tuple((n.signature_item(), n.shape) for n in src)
+    known = _typed.get(key)
+    if known is None:
+        op = opdefs.get(name)
+        if len(src) != op.arity:
+            raise TypeError(f"{op.name} takes {op.arity} array arguments, got {len(src)}")
+        signature = tuple(node.signature_item() for node in src)
+        known = (op, op.result_dtype(signature, params), broadcast_shapes(*(node.shape for node in src)),
+                 op.compute_dtypes(signature, params))
+        if len(_typed) > 65536:
+            _typed.clear()
+        _typed[key] = known
+    return known
+
+
 def apply(name: str, *src: Node, params: tuple = ()) -> Node:
     """The node for op ``name`` over ``src``: dtype by NumPy's rules, shape by broadcasting."""
-    op = opdefs.get(name)
-    if len(src) != op.arity:
-        raise TypeError(f"{op.name} takes {op.arity} array arguments, got {len(src)}")
-    signature = tuple(node.signature_item() for node in src)
-    dtype = op.result_dtype(signature, params)
-    _check_scalar_fits(op, src, op.compute_dtypes(signature, params))
-    shape = broadcast_shapes(*(node.shape for node in src))
-    return _make(op.name, tuple(src), tuple(params), dtype, shape, tuple(params))
+    op, dtype, shape, compute = _type_and_shape(name, src, params)
+    if SCALAR in [s.op for s in src]:
+        _check_scalar_fits(op, src, compute)
+    return _make(op.name, src, params, dtype, shape, params)
 
 
 def toposort(roots) -> list[Node]:

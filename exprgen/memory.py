@@ -8,6 +8,7 @@ sees, directly or through any view, is never reused.
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -21,7 +22,7 @@ class BufferPool:
         self._buffers: list[np.ndarray] = []
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < MIN_BYTES:
             return np.empty(shape, dtype)
         buffers = self._buffers

@@ -93,7 +93,7 @@ class Domain:
     edges: tuple[float, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity hash: OpDefs are singletons, and hashing them is on the hot path
 class OpDef:
     name: str
     kind: str

@@ -16,6 +16,7 @@ only when they hold the same values again.
 
 from __future__ import annotations
 
+import math
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ class Plan:
     values: tuple = ()
     rewrites: list = field(default_factory=list)
     rewritten: tuple = ()
+    constant_pointers: list = field(default_factory=list)
+    parallel: bool = False                             # does any step split across threads
 
 
 _plans: dict[tuple, list[Plan]] = {}
@@ -112,7 +115,8 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out) -> Plan:
 
     for kernel in kernels:
         for node in kernel.inputs + kernel.scalars:
-            register_of(node)
+            if node.op in graph.LEAVES:
+                register_of(node)
     base = len(leaves) + len(constants)
     for kernel in kernels:
         for node in kernel.outputs:
@@ -131,9 +135,12 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out) -> Plan:
         results.append((register_of(root), copy))
     slot_of = {id(leaf): i for i, leaf in enumerate(leaves)}
     sensitive = tuple(sorted(slot_of[id(n)] for n in reads if id(n) in slot_of))
+    steps = [step for step in steps if step.total]  # an empty output needs no launch
     return Plan(n_leaves=len(leaves), constants=constants, allocations=allocations, steps=steps,
                 results=results, sensitive=sensitive, values=tuple(_value_key(leaves[s].arg) for s in sensitive),
-                rewrites=log, rewritten=rewritten)
+                rewrites=log, rewritten=rewritten,
+                constant_pointers=[_pointer(c, own=False) if isinstance(c, np.ndarray) else None for c in constants],
+                parallel=any(step.parallel for step in steps))
 
 
 def _contiguous_strides(shape: tuple) -> tuple:
@@ -153,7 +160,7 @@ def _make_step(kernel: Kernel, registers: dict, layouts: dict) -> Step:
     loop_shape, strides = loop_geometry(kernel.shape, [layouts[id(n)] for n in arrays])
     source, summary = render(kernel, [s[-1] for s in strides])
     entry = kernel_cache().get(source, summary)
-    total = int(np.prod(kernel.shape, dtype=np.int64))
+    total = math.prod(kernel.shape)
     flat = [s for per_array in strides for s in per_array]
     return Step(function=entry.function, total=total, ndim=len(loop_shape),
                 shape=cpu.ffi.new("int64_t[]", list(loop_shape)), strides=cpu.ffi.new("int64_t[]", flat or [0]),
@@ -184,21 +191,56 @@ def _find_plan(roots: tuple[Node, ...], out) -> tuple[Plan, list[Node]]:
     return plan, leaves
 
 
+def _pointer(array: np.ndarray, own: bool):
+    """A void* to ``array``'s first element: from_buffer for our own contiguous buffers (fast), the
+    array interface for anything else (strided views, user out= buffers)."""
+    if own:
+        return _from_buffer(array)
+    return _cast("void*", array.__array_interface__["data"][0])
+
+
+def _leaf_pointer(leaf: Node):
+    pointer = leaf.memo.get("pointer")
+    if pointer is None:
+        pointer = leaf.memo["pointer"] = _cast("void*", leaf.address)
+    return pointer
+
+
+_from_buffer = cpu.ffi.from_buffer
+_cast = cpu.ffi.cast
+_new = cpu.ffi.new
+_NO_SCALARS = cpu.ffi.new("uint64_t[]", 1)
+
+
 def _run(plan: Plan, leaves: list[Node], out) -> list[np.ndarray]:
-    registers = [leaf.buffer if leaf.op is BUFFER else leaf.arg for leaf in leaves]
+    registers, pointers = [], []
+    for leaf in leaves:
+        if leaf.op is BUFFER:
+            registers.append(leaf.buffer)
+            pointers.append(_leaf_pointer(leaf))
+        else:
+            registers.append(leaf.arg)
+            pointers.append(None)
     registers += plan.constants
+    pointers += plan.constant_pointers
     for _, shape, dtype, root_index in plan.allocations:
-        registers.append(out[root_index] if root_index is not None else pool.empty(shape, dtype))
-    threads = config.get_num_threads()
-    new = cpu.ffi.new
+        if root_index is None or out is None:
+            buf = pool.empty(shape, dtype)
+            pointers.append(_from_buffer(buf) if buf.size else None)
+        else:
+            buf = out[root_index]
+            pointers.append(_pointer(buf, own=False))
+        registers.append(buf)
+    threads = config.get_num_threads() if plan.parallel else 1
     for step in plan.steps:
-        if step.total == 0:
-            continue
-        data = new("int64_t[]", [_address(registers[r]) for r in step.arrays])
-        values = struct.pack(step.scalar_format, *(registers[r] for r in step.scalars)) or b"\0" * 8
-        step.function(step.total, step.ndim, step.shape, data, step.strides, cpu.ffi.from_buffer("uint64_t[]", values),
+        data = _new("void*[]", [pointers[r] for r in step.arrays])
+        if step.scalars:
+            values = _from_buffer("uint64_t[]", struct.pack(step.scalar_format, *[registers[r] for r in step.scalars]))
+        else:
+            values = _NO_SCALARS
+        step.function(step.total, step.ndim, step.shape, data, step.strides, values,
                       threads if step.parallel else 1)
-        counters.count("kernels_launched")
+    counters.count("kernels_launched", len(plan.steps))
     results = []
     for i, (register, copy) in enumerate(plan.results):
         value = registers[register]
@@ -208,7 +250,7 @@ def _run(plan: Plan, leaves: list[Node], out) -> list[np.ndarray]:
             value = out[i]
         elif copy:
             value = np.array(value, copy=True)
-        results.append(value if isinstance(value, np.ndarray) else np.asarray(value))
+        results.append(value if type(value) is np.ndarray else np.asarray(value))
     return results
 
 

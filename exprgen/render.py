@@ -34,8 +34,8 @@ def _environment() -> jinja2.Environment:
 
 
 @functools.cache
-def prelude() -> str:
-    return (data_dir("templates") / "prelude.h").read_text()
+def prelude_digest() -> str:
+    return hashlib.sha256((data_dir("templates") / "prelude.h").read_bytes()).hexdigest()
 
 
 def loop_geometry(shape: tuple[int, ...], layouts: list[tuple[tuple, tuple]]):
@@ -87,6 +87,8 @@ def render(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
         arrays.append({"name": f"in{i}", "ctype": C_TYPE[node.dtype], "qualifier": "const "})
     for i, node in enumerate(kernel.outputs):
         arrays.append({"name": f"out{i}", "ctype": C_TYPE[node.dtype], "qualifier": ""})
+    for array, inner in zip(arrays, inner_strides):
+        array["strided"] = inner not in (0, 1)
     scalars = []
     for i, node in enumerate(kernel.scalars):
         names[id(node)] = f"s{i}"
@@ -110,7 +112,7 @@ def render(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
               for i, node in enumerate(kernel.outputs)]
     summary = "; ".join(f"out{i} = {describe(node, names, kernel.body)}" for i, node in enumerate(kernel.outputs))
     source = _environment().get_template("cpu/elementwise.cpp.j2").render(
-        summary=summary, prelude=prelude(), functions=list(functions.values()), entry=ENTRY,
+        summary=summary, prelude_digest=prelude_digest(), functions=list(functions.values()), entry=ENTRY,
         arrays=arrays, scalars=scalars, statements=statements, stores=stores)
     return source, summary
 

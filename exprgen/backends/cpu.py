@@ -20,11 +20,12 @@ import time
 
 import cffi
 
+from ..resources import data_dir
+
 FLAGS = ("-std=c++17", "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
          "-fwrapv", "-fopenmp", "-fPIC", "-shared", "-fno-plt", "-w")
 LIBS = ("-lm",)
-# data is declared as int64_t addresses (same ABI as void* const*): cffi then takes plain integers.
-SIGNATURE = ("void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape, const int64_t* data,"
+SIGNATURE = ("void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape, void** data,"
              " const int64_t* strides, const uint64_t* scalars, int32_t nthreads);")
 
 ffi = cffi.FFI()
@@ -94,7 +95,7 @@ def _write_atomic(path: str, data: bytes) -> None:
 def compile_source(source_path: str, output_path: str) -> float:
     """Compile to ``output_path``; seconds taken. CompileError quotes the compiler and names the source."""
     start = time.perf_counter()
-    cmd = [compiler(), *FLAGS, source_path, "-o", output_path, *LIBS]
+    cmd = [compiler(), *FLAGS, f"-I{data_dir('templates')}", source_path, "-o", output_path, *LIBS]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise CompileError(f"compiling {source_path} failed (this is an exprgen bug; please report it):\n"

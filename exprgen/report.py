@@ -22,7 +22,7 @@ def _graph_text(roots) -> list[str]:
 
 
 def explain(*arrays) -> str:
-    roots = tuple(asarray(a)._node for a in arrays)
+    roots = tuple(asarray(a)._graph_node() for a in arrays)
     plan = plan_for(roots)
     out = ["== graph", *_graph_text(roots)]
     if plan.rewrites:

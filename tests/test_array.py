@@ -1,0 +1,251 @@
+"""The Array API: laziness, fusion, evaluation, out=, errors, threads and the plan cache."""
+
+import numpy as np
+import pytest
+
+import exprgen as ex
+
+
+@pytest.fixture
+def x():
+    return np.linspace(-3, 3, 1001, dtype=np.float32)
+
+
+def test_nothing_runs_until_a_value_is_asked_for(x):
+    ex.reset_stats()
+    y = ex.sigmoid(ex.asarray(x) * 2.0 + 1.0)
+    assert ex.stats()["kernels_launched"] == 0
+    assert "pending" in repr(y) and "sigmoid" in repr(y)
+    assert y.shape == (1001,) and y.dtype == np.float32 and y.ndim == 1 and y.size == 1001 and len(y) == 1001
+    np.testing.assert_allclose(y.numpy(), 1 / (1 + np.exp(-(x * np.float32(2) + np.float32(1)))), rtol=1e-6)
+    assert "Array([" in repr(y)
+
+
+def test_an_elementwise_chain_is_one_kernel_and_asking_twice_computes_once(x):
+    a = ex.asarray(x)
+    y = ex.tanh(a * ex.asarray(x[::-1].copy()) + 0.5) * a - a / 3
+    ex.reset_stats()
+    first = y.numpy()
+    assert ex.stats()["kernels_launched"] == 1
+    assert y.numpy() is first and np.asarray(y) is first
+    assert ex.stats()["kernels_launched"] == 1
+
+
+def test_expressions_built_on_a_computed_array_read_its_buffer(x):
+    a = ex.asarray(x)
+    y = ex.exp(a)
+    y.numpy()
+    z = y + 1
+    ex.reset_stats()
+    np.testing.assert_allclose(z.numpy(), np.exp(x) + 1, rtol=1e-6)
+    assert "exp" not in ex.explain(z).split("== rewrites")[0]
+
+
+def test_logistic_written_out_becomes_sigmoid(x):
+    a = ex.asarray(x)
+    text = ex.explain(1 / (1 + ex.exp(-a)))
+    assert "1/(1+exp(-x)) -> sigmoid(x)" in text
+    assert "sigmoid" in text.split("== graph after rewriting")[1]
+
+
+def test_eval_shares_one_kernel_between_outputs_of_one_shape(x):
+    a = ex.asarray(x)
+    common = ex.exp(a * 0.5)
+    ex.reset_stats()
+    p, q = ex.eval(common + 1, common * 2)
+    assert ex.stats()["kernels_launched"] == 1
+    np.testing.assert_allclose(p, np.exp(x * np.float32(0.5)) + 1, rtol=1e-6)
+    np.testing.assert_allclose(q, np.exp(x * np.float32(0.5)) * 2, rtol=1e-6)
+
+
+def test_eval_with_outputs_of_different_shapes_orders_its_kernels():
+    col = np.arange(3, dtype=np.float64).reshape(3, 1)
+    row = np.arange(4, dtype=np.float64)
+    a = ex.asarray(col) * 2
+    b = a + ex.asarray(row)
+    va, vb = ex.eval(b, a)
+    np.testing.assert_array_equal(va, col * 2 + row)
+    np.testing.assert_array_equal(vb, col * 2)
+
+
+def test_eval_writes_into_out_buffers(x):
+    a = ex.asarray(x)
+    out1, out2 = np.empty_like(x), np.empty_like(x)
+    r1, r2 = ex.eval(a * 2, a + 1, out=[out1, out2])
+    assert r1 is out1 and r2 is out2
+    np.testing.assert_array_equal(out1, x * 2)
+    np.testing.assert_array_equal(out2, x + 1)
+    strided = np.zeros(2002, np.float32)[::2]
+    ex.eval(a - 1, out=strided)
+    np.testing.assert_array_equal(strided, x - 1)
+
+
+def test_out_may_be_the_input_itself(x):
+    buf = x.copy()
+    ex.eval(ex.asarray(buf) * 3, out=buf)
+    np.testing.assert_array_equal(buf, x * 3)
+    shifted = x.copy()
+    ex.eval(ex.asarray(shifted[1:]) + 1, out=shifted[:-1])  # overlapping, not element for element
+    np.testing.assert_array_equal(shifted[:-1], x[1:] + 1)
+
+
+def test_out_errors(x):
+    a = ex.asarray(x)
+    with pytest.raises(ValueError, match="float32"):
+        ex.eval(a * 2, out=np.empty(1001, np.float64))
+    with pytest.raises(ValueError, match="one buffer per array"):
+        ex.eval(a, a * 2, out=[np.empty_like(x)])
+    frozen = np.empty_like(x)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        ex.eval(a * 2, out=frozen)
+
+
+def test_shape_mismatch_names_both_shapes_at_the_operation():
+    a, b = ex.asarray(np.zeros((3, 4))), ex.asarray(np.zeros(5))
+    with pytest.raises(ValueError, match=r"cannot broadcast shapes \(3, 4\) and \(5,\)"):
+        a + b
+
+
+@pytest.mark.parametrize("bad", [np.zeros(3, np.complex64), np.array(["a"]), np.array([object()]),
+                                 np.zeros(3, np.float16)])
+def test_unsupported_dtypes_raise_type_error_naming_them(bad):
+    with pytest.raises(TypeError, match=bad.dtype.name):
+        ex.asarray(bad)
+
+
+def test_dtype_errors_come_from_numpy_rules():
+    with pytest.raises(TypeError, match="subtract"):
+        ex.asarray(np.array([True])) - ex.asarray(np.array([False]))
+    with pytest.raises(TypeError, match="float16"):
+        ex.exp(ex.asarray(np.array([True])))
+    with pytest.raises(OverflowError, match="int32"):
+        ex.asarray(np.zeros(3, np.int32)) + 2**40
+
+
+def test_python_scalars_are_weakly_typed():
+    f32 = ex.asarray(np.ones(3, np.float32))
+    i32 = ex.asarray(np.ones(3, np.int32))
+    assert (f32 * 2.0).dtype == np.float32
+    assert (i32 + 1).dtype == np.int32
+    assert (i32 + 1.5).dtype == np.float64
+    assert (2.0 - f32).dtype == np.float32
+    np.testing.assert_array_equal((i32 * 3).numpy(), np.full(3, 3, np.int32))
+
+
+def test_changing_a_scalar_or_a_size_never_recompiles():
+    (ex.asarray(np.arange(5.0)) * 1.5 + 1).numpy()
+    ex.reset_stats()
+    for scale, n in [(2.0, 10), (3.0, 10), (-1.5, 1000), (0.25, 7)]:
+        data = np.arange(n, dtype=np.float64)
+        np.testing.assert_array_equal((ex.asarray(data) * scale + 1).numpy(), data * scale + 1)
+    assert ex.stats()["compiles"] == 0
+
+
+def test_strided_and_negative_stride_inputs_are_read_in_place():
+    base = np.arange(60, dtype=np.float64).reshape(6, 10)
+    views = [base[::2, 1::3], base[::-1], base.T, base[:, ::-2], base[3]]
+    for view in views:
+        a = ex.asarray(view)
+        assert np.shares_memory(a.numpy(), base)
+        np.testing.assert_array_equal((a * 2 + 1).numpy(), view * 2 + 1)
+    np.testing.assert_array_equal((ex.asarray(base.T) + ex.asarray(base[0][::-1])[:, None] if False else
+                                   ex.asarray(base.T) * ex.asarray(base[:, 0])).numpy(), base.T * base[:, 0])
+
+
+def test_broadcasting_rows_columns_and_0d():
+    col = np.arange(4.0).reshape(4, 1)
+    row = np.arange(5.0)
+    zero_d = np.array(2.5)
+    got = (ex.asarray(col) * ex.asarray(row) + ex.asarray(zero_d)).numpy()
+    np.testing.assert_array_equal(got, col * row + zero_d)
+    assert (ex.asarray(zero_d) * 2).numpy().shape == ()
+
+
+def test_empty_arrays_give_empty_results_without_a_launch():
+    ex.reset_stats()
+    y = ex.exp(ex.asarray(np.zeros((0, 3), np.float32))) + 1
+    value = y.numpy()
+    assert value.shape == (0, 3) and value.dtype == np.float32
+    assert ex.stats()["kernels_launched"] == 0
+
+
+def test_scalar_conversions():
+    one = ex.asarray(np.array([2.5]))
+    assert float(one * 2) == 5.0 and int(one * 2) == 5 and bool(one > 1) is True
+    with pytest.raises(TypeError, match="one element"):
+        float(ex.asarray(np.ones(3)))
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(ex.asarray(np.ones(3)) > 0)
+
+
+def test_operators_and_their_reflections():
+    xs = np.array([-3.0, -0.5, 0.0, 2.0, 7.0])
+    ys = np.array([2.0, 3.0, -1.5, 0.5, 2.0])
+    a, b = ex.asarray(xs), ex.asarray(ys)
+    cases = {
+        "add": (a + b, xs + ys), "radd": (1 + a, 1 + xs), "sub": (a - b, xs - ys), "rsub": (1 - a, 1 - xs),
+        "mul": (a * b, xs * ys), "div": (a / b, xs / ys), "rdiv": (1 / b, 1 / ys),
+        "floordiv": (a // b, xs // ys), "mod": (a % b, xs % ys), "rmod": (5 % b, 5 % ys),
+        "pow": (b ** 2, ys ** 2), "rpow": (2 ** a, 2 ** xs), "neg": (-a, -xs), "pos": (+a, +xs),
+        "abs": (abs(a), abs(xs)), "lt": (a < b, xs < ys), "le": (a <= b, xs <= ys), "gt": (a > b, xs > ys),
+        "ge": (a >= b, xs >= ys), "eq": (a == b, xs == ys), "ne": (a != b, xs != ys),
+        "and": ((a > 0) & (b > 0), (xs > 0) & (ys > 0)), "or": ((a > 0) | (b > 0), (xs > 0) | (ys > 0)),
+        "xor": ((a > 0) ^ (b > 0), (xs > 0) ^ (ys > 0)), "invert": (~(a > 0), ~(xs > 0)),
+        "round": (round(a), np.round(xs)), "numpy_ufunc": (np.exp(a), np.exp(xs)),
+        "numpy_on_left": (xs * b, xs * ys),
+    }
+    for name, (got, want) in cases.items():
+        assert isinstance(got, ex.Array), name
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-15, err_msg=name)
+        assert got.numpy().dtype == want.dtype, name
+    with pytest.raises(TypeError, match="bool arrays only"):
+        ex.asarray(np.arange(3)) & 1
+
+
+def test_functions_with_numpy_keywords():
+    xs = np.array([-2.0, -0.4, 0.5, 1.5, 2.5, np.nan])
+    a = ex.asarray(xs)
+    np.testing.assert_array_equal(ex.clip(a, -1, 1).numpy(), np.clip(xs, -1, 1))
+    np.testing.assert_array_equal(ex.clip(a, None, 1).numpy(), np.clip(xs, None, 1))
+    np.testing.assert_array_equal(ex.round(a, 1).numpy(), np.round(xs, 1))
+    np.testing.assert_array_equal(ex.where(a > 0, a, 0.0).numpy(), np.where(xs > 0, xs, 0.0))
+    np.testing.assert_array_equal(a.astype("int32").numpy()[:5], xs[:5].astype(np.int32))
+    assert ex.gelu(a, approximate="tanh").dtype == np.float64
+    with pytest.raises(ValueError, match="approximate"):
+        ex.gelu(a, approximate="fast")
+
+
+def test_thread_settings():
+    big = np.random.default_rng(0).standard_normal(200_000)
+    expected = np.tanh(big) * 2
+    for n in (1, 2, 3):
+        with ex.threads(n):
+            assert ex.get_num_threads() == n
+            np.testing.assert_allclose((ex.tanh(ex.asarray(big)) * 2).numpy(), expected, rtol=1e-14)
+    previous = ex.get_num_threads()
+    ex.set_num_threads(1)
+    assert ex.get_num_threads() == 1
+    ex.set_num_threads(previous)
+    with pytest.raises(ValueError, match="positive integer"):
+        ex.set_num_threads(0)
+
+
+def test_large_outputs_come_from_a_pool_that_never_hands_out_a_buffer_in_use():
+    data = np.arange(1 << 19, dtype=np.float64)
+    a = ex.asarray(data)
+    kept = (a + 1).numpy()
+    view = (a + 2).numpy()[10:]
+    again = (a + 3).numpy()
+    assert not np.shares_memory(kept, again) and not np.shares_memory(view, again)
+    np.testing.assert_array_equal(kept, data + 1)
+    np.testing.assert_array_equal(view, data[10:] + 2)
+
+
+def test_numpy_backend_gives_the_same_values(monkeypatch, x):
+    compiled = (ex.sin(ex.asarray(x)) * 3).numpy()
+    monkeypatch.setenv("EXPRGEN_BACKEND", "numpy")
+    ex.reset_stats()
+    interpreted = (ex.sin(ex.asarray(x)) * 3).numpy()
+    assert ex.stats()["kernels_launched"] == 0
+    np.testing.assert_allclose(interpreted, compiled, rtol=1e-6)
