@@ -14,6 +14,7 @@ from . import opdefs as _opdefs
 from .array import Array, apply, asarray, astype, clip, gelu, op_function, round, where
 from .config import get_num_threads, set_num_threads, threads
 from .counters import reset_stats, stats
+from .realize import evaluate as _evaluate  # load the backend now: the first result should not wait for it
 
 __version__ = "0.1.0"
 
@@ -30,12 +31,10 @@ def eval(*arrays, out=None):  # noqa: A001 - the library's verb
     ``out``: NumPy buffers to write into, one per array (exact shape and dtype). Returns the NumPy value
     of a single array, or a tuple of them.
     """
-    from .realize import evaluate
-
     pending = [asarray(a) for a in arrays]
     if not pending:
         return ()
-    values = evaluate(tuple(a._graph_node() for a in pending), out=out)
+    values = _evaluate(tuple(a._graph_node() for a in pending), out=out)
     for array, value in zip(pending, values):
         array._set_value(value)
     return values[0] if len(values) == 1 else tuple(values)

@@ -16,6 +16,19 @@ from . import dtypes, graph, opdefs
 from .graph import BUFFER, Node
 
 
+def _evaluate():
+    """realize.evaluate, imported on first use: building expressions never loads the backend."""
+    global _evaluate_function
+    if _evaluate_function is None:
+        from .realize import evaluate
+
+        _evaluate_function = evaluate
+    return _evaluate_function
+
+
+_evaluate_function = None
+
+
 class Array:
     __slots__ = ("_node", "_value", "__weakref__")
     __array_priority__ = 1000
@@ -50,9 +63,7 @@ class Array:
     def numpy(self) -> np.ndarray:
         """The value as a NumPy array (computed on first request, then kept)."""
         if self._value is None:
-            from .realize import evaluate
-
-            self._set_value(evaluate((self._node,))[0])
+            self._value = _evaluate()((self._node,))[0]
         return self._value
 
     def _set_value(self, value: np.ndarray) -> None:
@@ -177,9 +188,19 @@ def as_node(obj) -> Node:
 
 def apply(name: str, *operands, params: tuple = ()) -> Array:
     """Array for op ``name`` over Arrays, NumPy arrays or Python scalars (weakly typed)."""
-    if not any(isinstance(o, (Array, np.ndarray, np.generic)) for o in operands):
-        operands = (asarray(operands[0]),) + operands[1:]   # all Python scalars: NumPy makes them strong
-    return Array(graph.apply(name, *(as_node(o) for o in operands), params=params))
+    nodes, strong = [], False
+    for operand in operands:
+        if type(operand) is Array:
+            nodes.append(operand._graph_node())
+            strong = True
+        elif dtypes.python_scalar_kind(operand) is not None:
+            nodes.append(graph.scalar(operand))
+        else:
+            nodes.append(asarray(operand)._node)
+            strong = True
+    if not strong:  # all Python scalars: NumPy makes them strong (np.exp(2.0) is a float64 array)
+        nodes[0] = asarray(operands[0])._node
+    return Array(graph.apply(name, *nodes, params=params))
 
 
 def op_function(name: str):

@@ -9,16 +9,22 @@ A binary is published with a temp file and ``os.replace``; the metadata is writt
 commit mark. A per-key ``flock`` means two processes never compile the same kernel twice. Loading
 verifies the checksum (a truncated or corrupted file is rebuilt, never loaded) and refuses a binary not
 owned by the user or writable by others (loading a .so runs its code). A cache directory that cannot be
-written falls back to a private temporary one, with one warning.
+written falls back to a private temporary one (removed at exit), with one warning.
+
+A machine without a compiler cannot ask for the compiler's version, so it looks kernels up under the
+compiler identities the tiers recorded: a deployment runs prebuilt kernels without installing g++.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -56,24 +62,28 @@ class KernelCache:
     def __init__(self):
         self.memory: dict[str, Entry] = {}
         self._root: str | None = None
+        self._root_lock = threading.Lock()
+        self._refused: set[str] = set()
 
     @property
     def root(self) -> str:
         """The writable user cache directory (or the private fallback)."""
-        if self._root is None:
-            wanted = config.cache_dir()
-            if _secure_dir(wanted):
-                self._root = wanted
-            else:
-                self._root = tempfile.mkdtemp(prefix="exprgen-cache-")
-                warnings.warn(f"exprgen: kernel cache {wanted} is not writable; using the private temporary "
-                              f"cache {self._root} for this process (set EXPRGEN_CACHE_DIR to choose another)",
-                              RuntimeWarning, stacklevel=3)
+        with self._root_lock:  # two threads must not both fall back (two temp dirs, two warnings)
+            if self._root is None:
+                wanted = config.cache_dir()
+                if _secure_dir(wanted):
+                    self._root = wanted
+                else:
+                    self._root = tempfile.mkdtemp(prefix="exprgen-cache-")
+                    atexit.register(shutil.rmtree, self._root, True)
+                    warnings.warn(f"exprgen: kernel cache {wanted} is not writable; using the private temporary "
+                                  f"cache {self._root} for this process (set EXPRGEN_CACHE_DIR to choose another)",
+                                  RuntimeWarning, stacklevel=4)
         return self._root
 
-    def key(self, source: str, backend: str = "cpu") -> str:
+    def key(self, source: str, backend: str = "cpu", identity: str | None = None) -> str:
         digest = hashlib.sha256()
-        for part in (FORMAT_VERSION, backend, cpu.identity(self.root), source):
+        for part in (FORMAT_VERSION, backend, identity or cpu.identity(self.root), source):
             digest.update(part.encode())
             digest.update(b"\0")
         return digest.hexdigest()
@@ -88,7 +98,25 @@ class KernelCache:
 
     def get(self, source: str, summary: str) -> Entry:
         """The loaded kernel for ``source``: from memory, disk or prebuilt, else compiled once."""
-        key = self.key(source)
+        try:
+            key = self.key(source)
+        except cpu.CompilerMissing:
+            entry = self._find_built_elsewhere(source)
+            if entry is not None:
+                return entry
+            if config.no_compile():
+                raise self._no_compile_error("the kernel", summary) from None
+            raise
+        entry = self._find(key)
+        if entry is not None:
+            return entry
+        if config.no_compile():
+            raise self._no_compile_error(f"kernel {key[:16]}", summary)
+        entry = self._compile_locked(key, source, summary)
+        self.memory[key] = entry
+        return entry
+
+    def _find(self, key: str) -> Entry | None:
         entry = self.memory.get(key)
         if entry is not None:
             counters.count("cache_hit_memory")
@@ -99,35 +127,53 @@ class KernelCache:
                 counters.count(f"cache_hit_{tier}")
                 self.memory[key] = entry
                 return entry
-        if config.no_compile():
-            raise NoCompileError(
-                f"EXPRGEN_NO_COMPILE is set and kernel {key[:16]} is in no cache tier.\n"
-                f"  expression: {summary}\n  searched: {', '.join(r for _, r in self.tiers())}\n"
-                f"  record it with EXPRGEN_RECORD=kernels.json on a build machine, then "
-                f"`exprgen prebuild --manifest kernels.json --into DIR` and set EXPRGEN_PREBUILT_DIR=DIR")
-        entry = self._compile_locked(key, source, summary)
-        self.memory[key] = entry
-        return entry
+        return None
+
+    def _find_built_elsewhere(self, source: str) -> Entry | None:
+        """Without a compiler to name the key, try the compilers that filled the tiers (a deployment)."""
+        for identity in cpu.recorded_identities([root for _, root in self.tiers()]):
+            entry = self._find(self.key(source, identity=identity))
+            if entry is not None:
+                return entry
+        return None
+
+    def _no_compile_error(self, what: str, summary: str) -> NoCompileError:
+        searched = ", ".join(root for _, root in self.tiers())
+        return NoCompileError(
+            f"EXPRGEN_NO_COMPILE is set and {what} is in no cache tier.\n"
+            f"  expression: {summary}\n  searched: {searched}\n"
+            f"  to prebuild it, run this code once with EXPRGEN_CACHE_DIR=DIR on a machine with a C++ compiler "
+            f"and the same CPU model, then ship DIR and set EXPRGEN_PREBUILT_DIR=DIR here")
 
     def _load(self, tier: str, root: str, key: str) -> Entry | None:
         paths = self.entry_paths(root, key)
         try:
             with open(paths["meta"]) as f:
                 meta = json.load(f)
-            st = os.stat(paths["binary"])
             with open(paths["binary"], "rb") as f:
+                st = os.fstat(f.fileno())  # the file whose bytes are checked, not whatever the path names now
                 blob = f.read()
         except (OSError, ValueError):
             return None
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            return None  # damaged metadata: rebuilt like a damaged binary
         trusted_owners = {os.getuid()} if tier == "disk" else {os.getuid(), 0}
-        if st.st_uid not in trusted_owners or st.st_mode & 0o022:
-            warnings.warn(f"exprgen: refusing kernel {paths['binary']}: not owned by you or writable by others",
-                          RuntimeWarning, stacklevel=4)
+        problem = ("not owned by you" if st.st_uid not in trusted_owners
+                   else "writable by others" if st.st_mode & 0o022 else None)
+        if problem:
+            if paths["binary"] not in self._refused:
+                self._refused.add(paths["binary"])
+                warnings.warn(f"exprgen: refusing kernel {paths['binary']}: {problem} (loading a library runs its "
+                              f"code); {'rebuilding it' if tier == 'disk' else 'skipping it'}",
+                              RuntimeWarning, stacklevel=5)
             return None
         if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
             return None  # truncated or corrupted: rebuilt by the caller, never loaded
         if tier == "disk":
-            os.utime(paths["meta"])  # least-recently-used order for pruning
+            try:
+                os.utime(paths["meta"])  # least-recently-used order for pruning
+            except OSError:
+                pass
         return Entry(key, cpu.load(paths["binary"]), tier, paths["binary"])
 
     def _compile_locked(self, key: str, source: str, summary: str) -> Entry:
@@ -145,29 +191,32 @@ class KernelCache:
     def _compile(self, key: str, source: str, summary: str, paths: dict[str, str]) -> Entry:
         shard = os.path.dirname(paths["binary"])
         fd, tmp_source = tempfile.mkstemp(suffix=".cpp", prefix=f".{key[:16]}.", dir=shard)
-        with os.fdopen(fd, "w") as f:
-            f.write(source)
         tmp_binary = tmp_source[:-4] + ".so"
-        try:
-            seconds = cpu.compile_source(tmp_source, tmp_binary)
-        except cpu.CompileError as exc:
-            failed = os.path.join(self.root, "failed")
-            os.makedirs(failed, mode=0o700, exist_ok=True)
-            kept = os.path.join(failed, key + ".cpp")
-            os.replace(tmp_source, kept)
-            _remove(tmp_binary)
-            raise cpu.CompileError(str(exc).replace(tmp_source, kept)) from None
-        os.chmod(tmp_binary, 0o700)
-        with open(tmp_binary, "rb") as f:
-            checksum = hashlib.sha256(f.read()).hexdigest()
-        os.replace(tmp_source, paths["source"])
-        os.replace(tmp_binary, paths["binary"])
-        meta = {"key": key, "sha256": checksum, "backend": "cpu", "summary": summary,
-                "compiler": cpu.identity(self.root), "compile_seconds": round(seconds, 4)}
-        fd, tmp_meta = tempfile.mkstemp(suffix=".json", prefix=f".{key[:16]}.", dir=shard)
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f, indent=1)
-        os.replace(tmp_meta, paths["meta"])
+        tmp_meta = tmp_source[:-4] + ".json"
+        try:  # whatever happens (a failed compile, Ctrl-C), no temp file stays behind
+            with os.fdopen(fd, "w") as f:
+                f.write(source)
+            try:
+                seconds = cpu.compile_source(tmp_source, tmp_binary)
+            except cpu.CompileError as exc:
+                failed = os.path.join(self.root, "failed")
+                os.makedirs(failed, mode=0o700, exist_ok=True)
+                kept = os.path.join(failed, key + ".cpp")
+                os.replace(tmp_source, kept)
+                raise cpu.CompileError(str(exc).replace(tmp_source, kept)) from None
+            os.chmod(tmp_binary, 0o700)
+            with open(tmp_binary, "rb") as f:
+                checksum = hashlib.sha256(f.read()).hexdigest()
+            meta = {"key": key, "sha256": checksum, "backend": "cpu", "summary": summary,
+                    "compiler": cpu.identity(self.root), "compile_seconds": round(seconds, 4)}
+            with os.fdopen(os.open(tmp_meta, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                json.dump(meta, f, indent=1)
+            os.replace(tmp_source, paths["source"])
+            os.replace(tmp_binary, paths["binary"])
+            os.replace(tmp_meta, paths["meta"])  # last: the metadata is the commit mark
+        finally:
+            for path in (tmp_source, tmp_binary, tmp_meta):
+                _remove(path)
         counters.count("compiles")
         counters.count("compile_ns", int(seconds * 1e9))
         return Entry(key, cpu.load(paths["binary"]), "compiled", paths["binary"])

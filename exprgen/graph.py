@@ -130,7 +130,7 @@ _typed: dict[tuple, tuple] = {}
 def _type_and_shape(name: str, src: tuple[Node, ...], params: tuple):
     """(op, dtype, shape, compute dtypes) for ``name`` over inputs like ``src``; memoised, as it is on
     every op a user writes and depends only on the op, the input dtypes and shapes, and the params."""
-    key = (name, params) + tuple((n.signature_item(), n.shape) for n in src)
+    key = (name, params, *[(type(n.arg) if n.op is SCALAR else n.dtype, n.shape) for n in src])
     known = _typed.get(key)
     if known is None:
         op = opdefs.get(name)

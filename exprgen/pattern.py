@@ -80,12 +80,19 @@ def _same_value(a, b) -> bool:
     return a == b and math.copysign(1, a) == math.copysign(1, b)
 
 
+KINDS = ("exact", "accurate", "fast")
+
+
 @dataclass(frozen=True)
 class Rule:
+    """A rewrite. ``exact``: bit-identical under IEEE arithmetic (NaN, inf, -0 included). ``accurate``:
+    never less accurate than the original. ``fast``: may change rounding; off unless asked for."""
+
     algebra: str                       # the identity the rule applies, e.g. "x*1 -> x"
     pattern: Pat | None                # None: the rule inspects every node itself
     # bindings -> replacement, or None for no rewrite after all; without a pattern: (node, reads) -> ...
     build: Callable[..., Node | None]
+    kind: str = "exact"
 
 
 class RewriteError(RuntimeError):
@@ -97,9 +104,9 @@ class Rewriter:
 
     MAX_STEPS = 100_000
 
-    def __init__(self, rules: list[Rule]):
+    def __init__(self, rules: list[Rule], kinds: tuple[str, ...] = ("exact", "accurate")):
         self.by_op: dict[str | None, list[Rule]] = {}
-        for rule in rules:
+        for rule in (r for r in rules if r.kind in kinds):
             self.by_op.setdefault(rule.pattern.op if rule.pattern else None, []).append(rule)
 
     def rewrite(self, roots: tuple[Node, ...]) -> tuple[tuple[Node, ...], list[tuple[str, Node, Node]], set]:

@@ -262,8 +262,6 @@ def _use_reference() -> bool:
 
 
 def _check_out(roots: tuple[Node, ...], out):
-    if out is None:
-        return None
     out = list(out) if isinstance(out, (list, tuple)) else [out]
     if len(out) != len(roots):
         raise ValueError(f"out= needs one buffer per array: {len(roots)} arrays, {len(out)} buffers")
@@ -292,16 +290,17 @@ def _overlaps_inputs(out: list[np.ndarray], leaves: list[Node]) -> bool:
 
 def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
     """The values of ``roots`` (written into ``out`` buffers when given)."""
-    out = _check_out(roots, out)
+    if out is not None:
+        out = _check_out(roots, out)
     if all(r.size == 0 for r in roots):  # nothing to compute: no plan, no launch
         return [o if o is not None else np.empty(r.shape, r.dtype) for r, o in zip(roots, out or [None] * len(roots))]
     if _use_reference():
         values = reference.evaluate(roots)
-        if out is not None:
-            for buf, value in zip(out, values):
-                np.copyto(buf, value)
-            return out
-        return values
+        if out is None:
+            return values
+        for buf, value in zip(out, values):
+            np.copyto(buf, value)
+        return out
     try:
         plan, leaves = _find_plan(roots, out)
     except cpu.CompilerMissing as exc:

@@ -26,11 +26,11 @@ from .schedule import Kernel
 ENTRY = "exprgen_kernel"
 
 
-@functools.cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                              keep_trailing_newline=True)
+_environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
+                                 undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                 keep_trailing_newline=True)
+# Compiled at import, so that a fresh process's first result does not wait for Jinja.
+_ELEMENTWISE = _environment.get_template("cpu/elementwise.cpp.j2")
 
 
 @functools.cache
@@ -111,7 +111,7 @@ def render(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
     stores = [{"target": _load(f"out{i}", inner_strides[first_out + i]), "value": names[id(node)]}
               for i, node in enumerate(kernel.outputs)]
     summary = "; ".join(f"out{i} = {describe(node, names, kernel.body)}" for i, node in enumerate(kernel.outputs))
-    source = _environment().get_template("cpu/elementwise.cpp.j2").render(
+    source = _ELEMENTWISE.render(
         summary=summary, prelude_digest=prelude_digest(), functions=list(functions.values()), entry=ENTRY,
         arrays=arrays, scalars=scalars, statements=statements, stores=stores)
     return source, summary

@@ -1,24 +1,33 @@
-"""The rule tables the rewriter runs by default.
+"""The rule tables the rewriter runs.
 
-Each rule states its algebra and is exact under IEEE arithmetic (bit-identical results, NaN, inf and
-signed zeros included) or recognises a big op whose kernel is at least as accurate as the small ops it
-replaces. The engine (``pattern.py``) refuses any replacement that changes a node's dtype or shape, so
-``int32 * 1.0`` (a float64) is never "simplified" to the int32 operand.
+Each rule states its algebra and its kind: ``exact`` rules give bit-identical results under IEEE
+arithmetic (NaN, inf and signed zeros included), ``accurate`` rules are never less accurate than the
+graph they replace, ``fast`` rules may change rounding and run only when asked for
+(``ex.eval(..., fast_math=True)``). The engine (``pattern.py``) refuses any replacement that changes a
+node's dtype or shape, so ``int32 * 1.0`` (a float64) is never "simplified" to the int32 operand.
+Common subexpressions merge as the graph is built (nodes are hash-consed) and unreachable nodes are never
+visited, so CSE and dead-code removal need no rules.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from . import graph, opdefs
+from . import dtypes, graph, opdefs
 from .graph import LEAVES, SCALAR, Node
 from .pattern import Pat, Rule
 
-x = Pat.var("x")
+x, y = Pat.var("x"), Pat.var("y")
 
 
 def unary(name: str):
     return lambda x: graph.apply(name, x)
+
+
+def call(name: str, *src) -> Pat:
+    return Pat.apply(name, *src)
 
 
 def _fold(node: Node, reads: set) -> Node | None:
@@ -31,6 +40,122 @@ def _fold(node: Node, reads: set) -> Node | None:
     return graph.buffer(value)
 
 
+def _divide_by_power_of_two(node: Node, reads: set) -> Node | None:
+    """x/c -> x*(1/c) when c is a power of two whose reciprocal is a normal number: both round once."""
+    if node.op != "divide" or node.src[1].op is not SCALAR or node.dtype not in dtypes.FLOATS:
+        return None
+    c = node.src[1]
+    reads.add(c)
+    if not isinstance(c.arg, float) or c.arg == 0 or not math.isfinite(c.arg):
+        return None
+    mantissa, exponent = math.frexp(abs(c.arg))
+    info = np.finfo(node.dtype)
+    if mantissa != 0.5 or not info.tiny <= 1 / abs(c.arg) <= info.max or not info.tiny <= abs(c.arg) <= info.max:
+        return None
+    return graph.apply("multiply", node.src[0], graph.scalar(1 / c.arg))
+
+
+def _integers(build):
+    """Only where x is an integer array (no -0.0, NaN or inf to preserve)."""
+    return lambda x: build(x) if x.dtype in dtypes.INTEGERS else None
+
+
+def _bool_only(build):
+    return lambda x: build(x) if x.dtype == dtypes.BOOL else None
+
+
+def _float_roundtrip(node: Node, reads: set) -> Node | None:
+    """float32 -> float64 -> float32 gives back every float32 exactly (NaN payloads aside)."""
+    if node.op != "astype" or node.src[0].op != "astype":
+        return None
+    inner = node.src[0]
+    if node.dtype == dtypes.FLOAT32 and inner.dtype == dtypes.FLOAT64 and inner.src[0].dtype == dtypes.FLOAT32:
+        return inner.src[0]
+    return None
+
+
+def _factors(node: Node) -> list[Node]:
+    """The operands of a chain of multiplies, however it is associated."""
+    return _factors(node.src[0]) + _factors(node.src[1]) if node.op == "multiply" else [node]
+
+
+def _take_constant(factors: list[Node], value: float, reads: set) -> bool:
+    """Remove one Python scalar within 1e-6 (relative) of ``value`` from ``factors``."""
+    for i, f in enumerate(factors):
+        if f.op is SCALAR:
+            reads.add(f)
+            if abs(f.arg - value) <= 1e-6 * abs(value):
+                del factors[i]
+                return True
+    return False
+
+
+def _is_cube_of(factors: list[Node], x: Node, reads: set) -> bool:
+    """Do these factors multiply to x**3 (x*x*x, x*square(x), power(x, 3))?"""
+    powers = 0
+    for f in factors:
+        if f is x:
+            powers += 1
+        elif f.op == "square" and f.src[0] is x:
+            powers += 2
+        elif f.op == "power" and f.src[0] is x and f.src[1].op is SCALAR:
+            reads.add(f.src[1])
+            if f.src[1].arg not in (2, 3):
+                return False
+            powers += int(f.src[1].arg)
+        else:
+            return False
+    return powers == 3
+
+
+def _one_plus(node: Node, reads: set) -> Node | None:
+    """t for 1 + t (either order)."""
+    if node.op != "add":
+        return None
+    for one, t in (node.src, node.src[::-1]):
+        if one.op is SCALAR:
+            reads.add(one)
+            if one.arg == 1:
+                return t
+    return None
+
+
+def _gelu_inner(node: Node, x: Node, reads: set) -> str | None:
+    """Which GELU ``node`` is the erf/tanh term of, given x: "gelu", "gelu_tanh" or None."""
+    if node.op == "erf":
+        arg = node.src[0]
+        if arg.op == "divide" and arg.src[0] is x and arg.src[1].op is SCALAR:
+            reads.add(arg.src[1])
+            return "gelu" if abs(arg.src[1].arg - math.sqrt(2)) <= 1e-6 else None
+        factors = _factors(arg)
+        return "gelu" if _take_constant(factors, math.sqrt(0.5), reads) and factors == [x] else None
+    if node.op == "tanh":
+        factors = _factors(node.src[0])
+        if not _take_constant(factors, math.sqrt(2 / math.pi), reads) or len(factors) != 1 or factors[0].op != "add":
+            return None
+        for linear, cubic in (factors[0].src, factors[0].src[::-1]):
+            rest = _factors(cubic)
+            if linear is x and _take_constant(rest, 0.044715, reads) and _is_cube_of(rest, x, reads):
+                return "gelu_tanh"
+    return None
+
+
+def _gelu(node: Node, reads: set) -> Node | None:
+    """0.5 * x * (1 + erf(x/sqrt(2))) and 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))), in any
+    association or order of the products, become the gelu kernels (the same formula at full precision)."""
+    if node.op != "multiply":
+        return None
+    factors = _factors(node)
+    if len(factors) != 3 or not _take_constant(factors, 0.5, reads):
+        return None
+    for x, term in (factors, factors[::-1]):
+        inner = _one_plus(term, reads)
+        name = _gelu_inner(inner, x, reads) if inner is not None else None
+        if name:
+            return graph.apply(name, x)
+    return None
+
+
 FOLD = [
     Rule("op(scalars...) -> its value", None, _fold),
 ]
@@ -40,14 +165,31 @@ EXACT = [
     Rule("x/1 -> x", x / 1, lambda x: x),
     Rule("x-0 -> x", x - 0, lambda x: x),
     Rule("x+(-0.0) -> x", x + (-0.0), lambda x: x),
+    Rule("x+0 -> x (integers)", x + 0, _integers(lambda x: x)),
     Rule("x**1 -> x", x ** 1, lambda x: x),
     Rule("x**2 -> x*x", x ** 2, lambda x: graph.apply("multiply", x, x)),
     Rule("-(-x) -> x", -(-x), lambda x: x),
+    Rule("x/2**k -> x*2**-k", None, _divide_by_power_of_two),
+    Rule("abs(-x) -> abs(x)", call("abs", -x), unary("abs")),
+    Rule("abs(abs(x)) -> abs(x)", call("abs", call("abs", x)), unary("abs")),
+    Rule("not(not(x)) -> x (bool)", call("logical_not", call("logical_not", x)), _bool_only(lambda x: x)),
+    Rule("float32(float64(x)) -> x", None, _float_roundtrip),
+]
+
+ACCURATE = [
+    Rule("log(1+x) -> log1p(x)", call("log", 1 + x), unary("log1p"), "accurate"),
+    Rule("exp(x)-1 -> expm1(x)", call("exp", x) - 1, unary("expm1"), "accurate"),
+    Rule("log(1+exp(x)) -> softplus(x)", call("log", 1 + call("exp", x)), unary("softplus"), "accurate"),
+    Rule("log1p(exp(x)) -> softplus(x)", call("log1p", call("exp", x)), unary("softplus"), "accurate"),
 ]
 
 RECOGNISE = [
-    Rule("1/(1+exp(-x)) -> sigmoid(x)", 1 / (1 + Pat.apply("exp", -x)), unary("sigmoid")),
-    Rule("reciprocal(1+exp(-x)) -> sigmoid(x)", Pat.apply("reciprocal", 1 + Pat.apply("exp", -x)), unary("sigmoid")),
+    Rule("1/(1+exp(-x)) -> sigmoid(x)", 1 / (1 + call("exp", -x)), unary("sigmoid")),
+    Rule("reciprocal(1+exp(-x)) -> sigmoid(x)", call("reciprocal", 1 + call("exp", -x)), unary("sigmoid")),
+    Rule("maximum(x, 0) -> relu(x)", call("maximum", x, 0), unary("relu")),
+    Rule("0.5*x*(1+erf(x/sqrt2)), 0.5*x*(1+tanh(...)) -> gelu(x)", None, _gelu, "accurate"),
+    # NaN: where(x > 0, x, 0) gives 0 and relu gives NaN, so this one may change a result.
+    Rule("where(x>0, x, 0) -> relu(x)", call("where", Pat.apply("greater", x, 0), x, 0), unary("relu"), "fast"),
 ]
 
-DEFAULT = FOLD + EXACT + RECOGNISE
+DEFAULT = FOLD + EXACT + ACCURATE + RECOGNISE

@@ -4,13 +4,17 @@ Flags: C++17, -O3 for this machine's ISA, OpenMP, no -ffast-math (it would switc
 flush denormals to zero). -fno-math-errno lets gcc call libmvec's vector math; -ffp-contract=off keeps
 a*b+c rounded twice, as NumPy does; -fwrapv makes integer overflow wrap, as NumPy's does.
 
-libgomp is loaded with RTLD_GLOBAL before the first kernel: an OpenMP library dlopen'ed privately by cffi
-crashed at interpreter exit in 15-60% of runs here.
+Kernels are loaded RTLD_NODELETE. At interpreter exit cffi dlcloses every library it opened; the last
+kernel's dlclose unmapped libgomp while its worker threads still spun in it (they spin for a while after
+each parallel region), and the process segfaulted: in 15-60% of runs with 2 threads, in every run with
+OMP_WAIT_POLICY=active. Preloading libgomp with RTLD_GLOBAL did not help: cffi dlclosed that handle too.
+A library that is never unmapped keeps its OpenMP runtime (libgomp or any other) mapped until the end.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -42,11 +46,16 @@ class CompileError(RuntimeError):
 
 @functools.cache
 def compiler() -> str:
-    for candidate in (os.environ.get("CXX"), "g++", "c++"):
+    cxx = os.environ.get("CXX")
+    if cxx and not shutil.which(cxx):  # a typo in CXX must not silently pick another compiler
+        raise CompilerMissing(f"CXX={cxx!r} is not an executable: fix CXX or unset it to use g++; "
+                              f"until then exprgen runs its NumPy interpreter")
+    for candidate in (cxx, "g++", "c++"):
         if candidate and shutil.which(candidate):
             return shutil.which(candidate)
-    raise CompilerMissing("no C++ compiler found (set CXX, or install g++: apt-get install g++); "
-                          "exprgen falls back to its NumPy interpreter")
+    tried = f"CXX={cxx!r} is not an executable, and " if cxx else ""
+    raise CompilerMissing(f"no C++ compiler found ({tried}neither g++ nor c++ is on PATH): install g++ "
+                          f"(e.g. `apt-get install g++`) or set CXX; until then exprgen runs its NumPy interpreter")
 
 
 def _cpu_features() -> str:
@@ -76,10 +85,49 @@ def identity(state_dir: str) -> str:
     try:
         with open(memo) as f:
             version = json.load(f)["version"]
-    except (OSError, ValueError, KeyError):
-        version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+        if not isinstance(version, str):
+            raise ValueError(memo)
+    except (OSError, ValueError, KeyError, TypeError):
+        version = _version(path)
         _write_atomic(memo, json.dumps({"compiler": path, "version": version}).encode())
+    return _identity_of(version)
+
+
+def _identity_of(version: str) -> str:
     return f"{version}|{' '.join(FLAGS + LIBS)}|native:{_cpu_features()}"
+
+
+def _version(path: str) -> str:
+    try:
+        proc = subprocess.run([path, "--version"], capture_output=True, text=True)
+    except OSError as exc:
+        raise CompilerMissing(f"the C++ compiler {path} cannot run ({exc}): install g++ "
+                              f"(e.g. `apt-get install g++`) or set CXX") from None
+    lines = proc.stdout.splitlines()
+    if proc.returncode == 0 and lines and lines[0].strip():
+        return lines[0]
+    # A compiler that will not say its version is still identified by its contents.
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.sha256(f.read()).hexdigest()
+
+
+def recorded_identities(dirs) -> list[str]:
+    """The identities of the compilers that filled these cache directories, from their memos.
+
+    A machine without a compiler cannot ask one its version, yet can still run kernels a build machine
+    left in a cache or prebuilt directory: these are the identities to look them up under.
+    """
+    versions: list[str] = []
+    for directory in dirs:
+        for memo in sorted(glob.glob(os.path.join(glob.escape(directory), "compiler-*.json"))):
+            try:
+                with open(memo) as f:
+                    version = json.load(f)["version"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if isinstance(version, str) and version not in versions:
+                versions.append(version)
+    return [_identity_of(v) for v in versions]
 
 
 def _write_atomic(path: str, data: bytes) -> None:
@@ -103,27 +151,11 @@ def compile_source(source_path: str, output_path: str) -> float:
     return time.perf_counter() - start
 
 
-_openmp_loaded = []
-
-
-def _load_openmp_globally() -> None:
-    if _openmp_loaded:
-        return
-    for name in ("libgomp.so.1", "libgomp.so"):
-        try:
-            _openmp_loaded.append(ffi.dlopen(name, ffi.RTLD_NOW | ffi.RTLD_GLOBAL))
-            return
-        except OSError:
-            continue
-
-
 def load(path: str):
     """The kernel entry point of the shared library at ``path``."""
-    _load_openmp_globally()
-    lib = ffi.dlopen(path, ffi.RTLD_NOW | ffi.RTLD_LOCAL)
-    entry = lib.exprgen_kernel
+    lib = ffi.dlopen(path, ffi.RTLD_NOW | ffi.RTLD_LOCAL | ffi.RTLD_NODELETE)
     _libraries.append(lib)  # a library must outlive every call of its function
-    return entry
+    return lib.exprgen_kernel
 
 
 _libraries: list = []
