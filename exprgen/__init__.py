@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from . import opdefs as _opdefs
 from .array import Array, apply, asarray, astype, clip, gelu, op_function, round, where
-from .config import get_num_threads, set_num_threads, threads
+from .settings import configure as config, get_num_threads, set_num_threads, threads
 from .counters import reset_stats, stats
 from .realize import evaluate as _evaluate  # load the backend now: the first result should not wait for it
 

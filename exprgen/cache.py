@@ -28,7 +28,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 
-from . import config, counters
+from . import counters, settings
 from .backends import cpu
 
 FORMAT_VERSION = "1"
@@ -70,7 +70,7 @@ class KernelCache:
         """The writable user cache directory (or the private fallback)."""
         with self._root_lock:  # two threads must not both fall back (two temp dirs, two warnings)
             if self._root is None:
-                wanted = config.cache_dir()
+                wanted = settings.cache_dir()
                 if _secure_dir(wanted):
                     self._root = wanted
                 else:
@@ -89,7 +89,7 @@ class KernelCache:
         return digest.hexdigest()
 
     def tiers(self) -> list[tuple[str, str]]:
-        return [("disk", self.root)] + [("prebuilt", d) for d in config.prebuilt_dirs()]
+        return [("disk", self.root)] + [("prebuilt", d) for d in settings.prebuilt_dirs()]
 
     @staticmethod
     def entry_paths(tier_root: str, key: str, backend: str = "cpu") -> dict[str, str]:
@@ -104,13 +104,13 @@ class KernelCache:
             entry = self._find_built_elsewhere(source)
             if entry is not None:
                 return entry
-            if config.no_compile():
+            if settings.no_compile():
                 raise self._no_compile_error("the kernel", summary) from None
             raise
         entry = self._find(key)
         if entry is not None:
             return entry
-        if config.no_compile():
+        if settings.no_compile():
             raise self._no_compile_error(f"kernel {key[:16]}", summary)
         entry = self._compile_locked(key, source, summary)
         self.memory[key] = entry

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import config, counters, graph, reference
+from . import counters, graph, reference, settings
 from .backends import cpu
 from .cache import kernel_cache
 from .graph import BUFFER, SCALAR, Node
@@ -73,7 +73,8 @@ class Plan:
 
 _plans: dict[tuple, list[Plan]] = {}
 _MAX_PLANS = 4096
-_rewriter = Rewriter(DEFAULT)
+_rewriters = {fast: Rewriter(DEFAULT, ("exact", "accurate", "fast") if fast else ("exact", "accurate"))
+              for fast in (False, True)}
 
 
 def _address(array: np.ndarray) -> int:
@@ -88,8 +89,8 @@ def _out_entry(out) -> tuple:
     return tuple((o.dtype.str, o.shape, o.strides) for o in out) if out is not None else None
 
 
-def build_plan(roots: tuple[Node, ...], leaves: list[Node], out) -> Plan:
-    rewritten, log, reads = _rewriter.rewrite(roots)
+def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool) -> Plan:
+    rewritten, log, reads = _rewriters[fast_math].rewrite(roots)
     kernels = schedule(rewritten)
     registers: dict[int, int] = {id(leaf): i for i, leaf in enumerate(leaves)}
     constants: list = []
@@ -166,16 +167,17 @@ def _make_step(kernel: Kernel, registers: dict, layouts: dict) -> Step:
                 shape=cpu.ffi.new("int64_t[]", list(loop_shape)), strides=cpu.ffi.new("int64_t[]", flat or [0]),
                 arrays=tuple(registers[id(n)] for n in arrays), scalars=tuple(registers[id(n)] for n in kernel.scalars),
                 scalar_format="<" + "".join(_SCALAR_FORMAT[type(n.arg)] for n in kernel.scalars),
-                parallel=total >= config.PARALLEL_THRESHOLD, kernel=kernel, key=entry.key, tier=entry.tier,
+                parallel=total >= settings.PARALLEL_THRESHOLD, kernel=kernel, key=entry.key, tier=entry.tier,
                 source_path=entry.path[:-3] + ".cpp", source=source)
 
 
 def _find_plan(roots: tuple[Node, ...], out) -> tuple[Plan, list[Node]]:
-    memo_key = ("plan", _out_entry(out))
+    fast_math = settings.option("fast_math")
+    memo_key = ("plan", _out_entry(out), fast_math)
     cached = roots[0].memo.get(memo_key) if len(roots) == 1 else None
     if cached is None:
         structure, leaves = graph.structure_key(roots)
-        cached = ((structure, _out_entry(out)), leaves)
+        cached = ((structure, _out_entry(out), fast_math), leaves)
         if len(roots) == 1:
             roots[0].memo[memo_key] = cached
     key, leaves = cached
@@ -184,7 +186,7 @@ def _find_plan(roots: tuple[Node, ...], out) -> tuple[Plan, list[Node]]:
             counters.count("plan_hit")
             return plan, leaves
     counters.count("plan_miss")
-    plan = build_plan(roots, leaves, out)
+    plan = build_plan(roots, leaves, out, fast_math)
     if len(_plans) >= _MAX_PLANS:
         _plans.pop(next(iter(_plans)))
     _plans.setdefault(key, []).append(plan)
@@ -231,7 +233,7 @@ def _run(plan: Plan, leaves: list[Node], out) -> list[np.ndarray]:
             buf = out[root_index]
             pointers.append(_pointer(buf, own=False))
         registers.append(buf)
-    threads = config.get_num_threads() if plan.parallel else 1
+    threads = settings.get_num_threads() if plan.parallel else 1
     for step in plan.steps:
         data = _new("void*[]", [pointers[r] for r in step.arrays])
         if step.scalars:
@@ -258,7 +260,7 @@ _fallback_warned = []
 
 
 def _use_reference() -> bool:
-    return config.backend_name() == "numpy" or bool(_fallback_warned)
+    return settings.backend_name() == "numpy" or bool(_fallback_warned)
 
 
 def _check_out(roots: tuple[Node, ...], out):

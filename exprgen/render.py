@@ -11,8 +11,6 @@ compiled in; sizes and strides are arguments, so one binary serves every size wi
 
 from __future__ import annotations
 
-import functools
-import hashlib
 
 import jinja2
 import numpy as np
@@ -31,11 +29,6 @@ _environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("t
                                  keep_trailing_newline=True)
 # Compiled at import, so that a fresh process's first result does not wait for Jinja.
 _ELEMENTWISE = _environment.get_template("cpu/elementwise.cpp.j2")
-
-
-@functools.cache
-def prelude_digest() -> str:
-    return hashlib.sha256((data_dir("templates") / "prelude.h").read_bytes()).hexdigest()
 
 
 def loop_geometry(shape: tuple[int, ...], layouts: list[tuple[tuple, tuple]]):
@@ -112,7 +105,7 @@ def render(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
               for i, node in enumerate(kernel.outputs)]
     summary = "; ".join(f"out{i} = {describe(node, names, kernel.body)}" for i, node in enumerate(kernel.outputs))
     source = _ELEMENTWISE.render(
-        summary=summary, prelude_digest=prelude_digest(), functions=list(functions.values()), entry=ENTRY,
+        summary=summary, functions=list(functions.values()), entry=ENTRY,
         arrays=arrays, scalars=scalars, statements=statements, stores=stores)
     return source, summary
 
@@ -141,7 +134,3 @@ def describe(node: Node, names: dict[int, str], body: list[Node], budget: int = 
     walk(node)
     text = "".join(out)
     return text if len(text) <= budget + 3 else text[:budget] + "..."
-
-
-def source_digest(source: str) -> str:
-    return hashlib.sha256(source.encode()).hexdigest()

@@ -10,7 +10,7 @@ from exprgen.kernelset import standard_kernels
 PACKAGE = Path(__file__).resolve().parent.parent / "exprgen"
 
 # Each module may import only modules before it (pipeline order), at module level.
-ORDER = ["resources", "dtypes", "counters", "config", "opdefs", "graph", "reference", "pattern", "rules",
+ORDER = ["resources", "dtypes", "counters", "settings", "opdefs", "graph", "reference", "pattern", "rules",
          "schedule", "render", "backends.cpu", "cache", "memory", "kernelset", "realize", "array", "report",
          "__init__", "cli", "testing"]
 

@@ -93,8 +93,14 @@ def identity(state_dir: str) -> str:
     return _identity_of(version)
 
 
+@functools.cache
+def prelude_digest() -> str:
+    """Kernels #include prelude.h, so its content is part of what decides every binary."""
+    return hashlib.sha256((data_dir("templates") / "prelude.h").read_bytes()).hexdigest()[:16]
+
+
 def _identity_of(version: str) -> str:
-    return f"{version}|{' '.join(FLAGS + LIBS)}|native:{_cpu_features()}"
+    return f"{version}|{' '.join(FLAGS + LIBS)}|native:{_cpu_features()}|prelude:{prelude_digest()}"
 
 
 def _version(path: str) -> str:

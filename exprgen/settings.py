@@ -7,6 +7,8 @@ Environment variables (all optional):
   EXPRGEN_PREBUILT_DIR  read-only prebuilt kernel directories, separated by os.pathsep
   EXPRGEN_NO_COMPILE    "1": a kernel that no cache tier holds is an error, never a compile
   CXX                   the C++ compiler (default g++, else c++)
+
+Options set in code with ``ex.config(fast_math=..., debug=...)`` (see ``configure``).
 """
 
 from __future__ import annotations
@@ -64,6 +66,52 @@ def threads(n: int):
         yield
     finally:
         _state.threads = previous
+
+
+class _Options(threading.local):
+    """Evaluation options: a process-wide default plus per-thread overrides from ``ex.config``."""
+
+    def __init__(self):
+        self.stack: list[dict] = []
+
+
+_DEFAULTS = {"fast_math": False, "debug": False}
+_options = _Options()
+
+
+def option(name: str):
+    for layer in reversed(_options.stack):
+        if name in layer:
+            return layer[name]
+    return _DEFAULTS[name]
+
+
+class configure:  # noqa: N801 - used as ex.config(...), a function or a context manager
+    """``ex.config(fast_math=True)`` sets options for the process; ``with ex.config(fast_math=True):``
+    sets them for the block only (this thread).
+
+    fast_math: also run the ``fast`` rewrite rules (they may change rounding).
+    debug: check each user rule against the reference interpreter the first time it fires.
+    """
+
+    def __init__(self, **options):
+        unknown = set(options) - set(_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
+        for name, value in options.items():
+            if not isinstance(value, bool):
+                raise TypeError(f"option {name} must be True or False, not {value!r}")
+        self.options = options
+        self.previous = dict(_DEFAULTS)
+        _DEFAULTS.update(options)
+
+    def __enter__(self):
+        _DEFAULTS.update(self.previous)   # inside a with-block the options are this thread's only
+        _options.stack.append(self.options)
+        return self
+
+    def __exit__(self, *exc):
+        _options.stack.pop()
 
 
 def backend_name() -> str:
