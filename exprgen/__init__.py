@@ -11,7 +11,7 @@ backends -> realize. See README.md and ../shared/DESIGN.md.
 from __future__ import annotations
 
 from . import opdefs as _opdefs
-from .array import Array, apply, asarray, astype, clip, gelu, op_function, round, where
+from .array import Array, apply, asarray, astype, clip, elementwise, gelu, op_function, round, where
 from .settings import configure as config, get_num_threads, set_num_threads, threads
 from .counters import reset_stats, stats
 from .realize import evaluate as _evaluate  # load the backend now: the first result should not wait for it
@@ -38,6 +38,13 @@ def eval(*arrays, out=None):  # noqa: A001 - the library's verb
     for array, value in zip(pending, values):
         array._set_value(value)
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def to_dot(*arrays, path=None) -> str:
+    """Graphviz source of the rewritten graph with one cluster per kernel (a PNG at ``path`` too)."""
+    from .report import to_dot as _to_dot
+
+    return _to_dot(*arrays, path=path)
 
 
 def explain(*arrays) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import dtypes, graph, opdefs
+from . import dtypes, graph, opdefs, rules
 from .graph import BUFFER, Node
 
 
@@ -156,6 +156,9 @@ Array.__abs__ = lambda self: apply("abs", self)
 Array.__round__ = lambda self, ndigits=None: round(self, ndigits or 0)
 
 
+rules.user_value = Array  # user rules build their replacements from Arrays
+
+
 def __invert__(self):
     if self.dtype != dtypes.BOOL:
         raise TypeError("~ is supported on bool arrays only (bitwise integer ops are not implemented yet)")
@@ -213,6 +216,20 @@ def op_function(name: str):
     function.__qualname__ = name
     function.__doc__ = f"Elementwise {op.name}, lazily. Reference: {op.numpy_src}"
     return function
+
+
+def elementwise(name: str, c_expr: str, numpy_ref, vjp=None, dtypes=None):
+    """A user-defined elementwise op, lazy, fusable and cached like the built-in ones.
+
+        softsign = ex.elementwise("softsign", "x / (1 + absolute(x))", lambda x: x / (1 + np.abs(x)),
+                                  vjp="g / ((1 + abs(x)) * (1 + abs(x)))", dtypes=["float32", "float64"])
+
+    ``c_expr`` is C++ over the parameter names of ``numpy_ref`` (which is also the reference that gives
+    the result dtype and checks the kernels); ``T`` is the type inputs are converted to, and float
+    literals are written ``T(0.5)``. ``vjp``: the backward formula per input, in the op language.
+    """
+    opdefs.define_elementwise(name, c_expr, numpy_ref, vjp, dtypes)
+    return op_function(name)
 
 
 def astype(x, dtype) -> Array:

@@ -171,6 +171,19 @@ def toposort(roots) -> list[Node]:
     return order
 
 
+def substitute(root: Node, replace: dict[int, Node]) -> Node:
+    """``root`` rebuilt with the nodes whose ids are in ``replace`` swapped for their replacements."""
+    new: dict[int, Node] = {}
+    for node in toposort([root]):
+        if id(node) in replace:
+            new[id(node)] = replace[id(node)]
+        elif node.op in LEAVES:
+            new[id(node)] = node
+        else:
+            new[id(node)] = apply(node.op, *(new[id(s)] for s in node.src), params=node.arg)
+    return new[id(root)]
+
+
 def leaf_entry(node: Node) -> tuple:
     """A leaf as the plan cache sees it: buffers by layout, scalars by type only (values are arguments)."""
     if node.op is BUFFER:

@@ -53,8 +53,10 @@ def check_c_expression(expr: str, names: set[str], where: str) -> None:
 
     Allowed: the given names, ``T``, calls of prelude functions, integer literals, float literals only as
     ``T(1.5)`` (a bare ``0.5`` would silently compute in double), and C operators. No ``;``, braces,
-    ``#``, strings or anything else.
+    ``#``, strings, comments or anything else.
     """
+    if "//" in expr or "/*" in expr:
+        raise ValueError(f"{where}: C expression {expr!r} contains a comment")
     pos, tokens = 0, []
     while pos < len(expr.rstrip()):
         match = _C_TOKEN.match(expr, pos)
@@ -109,6 +111,7 @@ class OpDef:
     signed_zero: bool = True
     aliases: tuple[str, ...] = ()
     props: frozenset[str] = frozenset()
+    accepts: frozenset | None = None   # input dtypes allowed (user ops may narrow NumPy's rules)
 
     @property
     def arity(self) -> int:
@@ -130,6 +133,14 @@ class OpDef:
         return _probe(self, signature, params)[2]
 
 
+def _check_accepts(op: OpDef, signature: tuple, shown: str) -> None:
+    if op.accepts is not None:
+        refused = [item for item in signature if not isinstance(item, type) and item not in op.accepts]
+        if refused:
+            allowed = ", ".join(sorted(d.name for d in op.accepts))
+            raise TypeError(f"{op.name}({shown}) is not supported: {op.name} accepts {allowed}")
+
+
 def _probe_value(item):
     return dtypes.WEAK_PROBE[item] if isinstance(item, type) else np.empty(0, item)
 
@@ -138,6 +149,7 @@ def _probe_value(item):
 def _probe(op: OpDef, signature: tuple, params: tuple):
     args = [_probe_value(item) for item in signature]
     shown = ", ".join(item.__name__ if isinstance(item, type) else item.name for item in signature)
+    _check_accepts(op, signature, shown)
     try:
         with np.errstate(all="ignore"):
             result = np.asarray(op.numpy(*args, *params)).dtype
@@ -223,6 +235,51 @@ def registry() -> dict[str, OpDef]:
                 raise ValueError(f"ops/ [{op.name}]: alias {alias!r} collides with another op")
             by_name[alias] = op
     return by_name
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def define_elementwise(name: str, c: str, numpy_ref, vjp=None, dtypes_accepted=None) -> OpDef:
+    """Register a user op: ``c`` over the parameter names of ``numpy_ref`` (its reference).
+
+    The C expression is checked like every entry of ``ops/``: only its inputs, ``T`` and prelude
+    functions, no statement or preprocessor syntax. Registering the same definition again is allowed;
+    another definition under an existing name is refused (compiled plans refer to ops by name).
+    """
+    import inspect
+
+    where = f"ex.elementwise({name!r})"
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ValueError(f"{where}: the name must be an identifier (letters, digits, _)")
+    if not callable(numpy_ref):
+        raise TypeError(f"{where}: numpy_ref must be a function of the inputs, got {type(numpy_ref).__name__}")
+    inputs = tuple(inspect.signature(numpy_ref).parameters)
+    kind = {1: "unary", 2: "binary", 3: "ternary"}.get(len(inputs))
+    if kind is None:
+        raise ValueError(f"{where}: user ops take 1 to 3 inputs, numpy_ref has {len(inputs)}")
+    if not isinstance(c, str):
+        raise TypeError(f"{where}: the C expression must be a string")
+    check_c_expression(c, set(inputs), where)
+    if vjp is not None:
+        vjp = (vjp,) if isinstance(vjp, str) else tuple(vjp)
+        if len(vjp) != len(inputs):
+            raise ValueError(f"{where}: vjp needs one formula per input ({len(inputs)}), got {len(vjp)}")
+    accepts = None if dtypes_accepted is None else frozenset(dtypes.as_dtype(d) for d in dtypes_accepted)
+    op = OpDef(name=name, kind=kind, inputs=inputs, c=c, numpy_src=getattr(numpy_ref, "__name__", "user"),
+               numpy=numpy_ref, cast=("result",) * len(inputs), vjp=vjp,
+               domains=(Domain(-10.0, 10.0),) * len(inputs), accepts=accepts)
+    ops = registry()
+    existing = ops.get(name)
+    if existing is not None:
+        same = (existing.c, existing.inputs, existing.vjp, existing.accepts, existing.numpy) == \
+            (op.c, op.inputs, op.vjp, op.accepts, op.numpy)
+        if not same:
+            raise ValueError(f"{where}: an op named {name!r} already exists with another definition")
+        return existing
+    _check_vjp_names({**ops, name: op})
+    ops[name] = op
+    return op
 
 
 def get(name: str) -> OpDef:

@@ -93,6 +93,7 @@ class Rule:
     # bindings -> replacement, or None for no rewrite after all; without a pattern: (node, reads) -> ...
     build: Callable[..., Node | None]
     kind: str = "exact"
+    user: bool = False   # registered with ex.rules.register (checked in debug mode)
 
 
 class RewriteError(RuntimeError):
@@ -104,7 +105,8 @@ class Rewriter:
 
     MAX_STEPS = 100_000
 
-    def __init__(self, rules: list[Rule], kinds: tuple[str, ...] = ("exact", "accurate")):
+    def __init__(self, rules: list[Rule], kinds: tuple[str, ...] = ("exact", "accurate"), on_fire=None):
+        self.on_fire = on_fire  # called as on_fire(rule, before, after) for every rewrite
         self.by_op: dict[str | None, list[Rule]] = {}
         for rule in (r for r in rules if r.kind in kinds):
             self.by_op.setdefault(rule.pattern.op if rule.pattern else None, []).append(rule)
@@ -147,6 +149,8 @@ class Rewriter:
                 continue
             if replacement.dtype != node.dtype or replacement.shape != node.shape:
                 continue  # a rule may never change what the user asked for
+            if self.on_fire is not None:
+                self.on_fire(rule, node, replacement)
             self.log.append((rule.algebra, node, replacement))
             return replacement
         return None

@@ -30,7 +30,7 @@ from .graph import BUFFER, SCALAR, Node
 from .memory import pool
 from .pattern import Rewriter
 from .render import loop_geometry, render
-from .rules import DEFAULT
+from . import rules
 from .schedule import Kernel, schedule
 
 _SCALAR_FORMAT = {bool: "q", int: "q", float: "d"}
@@ -49,7 +49,8 @@ class Step:
     scalars: tuple[int, ...]
     scalar_format: str
     parallel: bool
-    kernel: Kernel
+    reasons: list[str]       # why the schedule cut here (strings: a plan never holds graph nodes,
+    summary: str             # which would keep the user's buffers alive as long as the plan is cached)
     key: str
     tier: str
     source_path: str
@@ -65,16 +66,25 @@ class Plan:
     results: list[tuple[int, bool]]                   # per root: (register, copy needed)
     sensitive: tuple[int, ...] = ()                   # leaf slots whose values the rewrite read
     values: tuple = ()
-    rewrites: list = field(default_factory=list)
-    rewritten: tuple = ()
     constant_pointers: list = field(default_factory=list)
     parallel: bool = False                             # does any step split across threads
 
 
 _plans: dict[tuple, list[Plan]] = {}
 _MAX_PLANS = 4096
-_rewriters = {fast: Rewriter(DEFAULT, ("exact", "accurate", "fast") if fast else ("exact", "accurate"))
-              for fast in (False, True)}
+_rewriters: dict[tuple, Rewriter] = {}
+
+
+def _rewriter(fast_math: bool, debug: bool) -> Rewriter:
+    """The rewriter for these options over the current rule set (user rules included)."""
+    key = (rules.version, fast_math, debug)
+    if key not in _rewriters:
+        if any(k[0] != rules.version for k in _rewriters):
+            _rewriters.clear()
+            _plans.clear()   # plans rewritten by an older rule set
+        kinds = ("exact", "accurate", "fast") if fast_math else ("exact", "accurate")
+        _rewriters[key] = Rewriter(rules.active(), kinds, rules.check_user_rule if debug else None)
+    return _rewriters[key]
 
 
 def _address(array: np.ndarray) -> int:
@@ -89,8 +99,14 @@ def _out_entry(out) -> tuple:
     return tuple((o.dtype.str, o.shape, o.strides) for o in out) if out is not None else None
 
 
+def rewrite(roots: tuple[Node, ...], fast_math: bool | None = None):
+    """(rewritten roots, [(algebra, before, after)], scalars read) under the current options."""
+    fast_math = settings.option("fast_math") if fast_math is None else fast_math
+    return _rewriter(fast_math, settings.option("debug")).rewrite(roots)
+
+
 def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool) -> Plan:
-    rewritten, log, reads = _rewriters[fast_math].rewrite(roots)
+    rewritten, _, reads = rewrite(roots, fast_math)
     kernels = schedule(rewritten)
     registers: dict[int, int] = {id(leaf): i for i, leaf in enumerate(leaves)}
     constants: list = []
@@ -139,7 +155,6 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
     steps = [step for step in steps if step.total]  # an empty output needs no launch
     return Plan(n_leaves=len(leaves), constants=constants, allocations=allocations, steps=steps,
                 results=results, sensitive=sensitive, values=tuple(_value_key(leaves[s].arg) for s in sensitive),
-                rewrites=log, rewritten=rewritten,
                 constant_pointers=[_pointer(c, own=False) if isinstance(c, np.ndarray) else None for c in constants],
                 parallel=any(step.parallel for step in steps))
 
@@ -167,17 +182,18 @@ def _make_step(kernel: Kernel, registers: dict, layouts: dict) -> Step:
                 shape=cpu.ffi.new("int64_t[]", list(loop_shape)), strides=cpu.ffi.new("int64_t[]", flat or [0]),
                 arrays=tuple(registers[id(n)] for n in arrays), scalars=tuple(registers[id(n)] for n in kernel.scalars),
                 scalar_format="<" + "".join(_SCALAR_FORMAT[type(n.arg)] for n in kernel.scalars),
-                parallel=total >= settings.PARALLEL_THRESHOLD, kernel=kernel, key=entry.key, tier=entry.tier,
+                parallel=total >= settings.PARALLEL_THRESHOLD, reasons=list(kernel.reasons), summary=summary,
+                key=entry.key, tier=entry.tier,
                 source_path=entry.path[:-3] + ".cpp", source=source)
 
 
 def _find_plan(roots: tuple[Node, ...], out) -> tuple[Plan, list[Node]]:
     fast_math = settings.option("fast_math")
-    memo_key = ("plan", _out_entry(out), fast_math)
+    memo_key = ("plan", _out_entry(out), fast_math, rules.version)
     cached = roots[0].memo.get(memo_key) if len(roots) == 1 else None
     if cached is None:
         structure, leaves = graph.structure_key(roots)
-        cached = ((structure, _out_entry(out), fast_math), leaves)
+        cached = ((structure, _out_entry(out), fast_math, rules.version), leaves)
         if len(roots) == 1:
             roots[0].memo[memo_key] = cached
     key, leaves = cached

@@ -1,11 +1,15 @@
-"""``ex.explain``: the graph before and after rewriting, where the schedule cut and why, each kernel's
-source, cache key and tier. Everything shown comes from the plan the pipeline actually runs."""
+"""``ex.explain`` and ``ex.to_dot``: the graph before and after rewriting, where the schedule cut and why,
+each kernel's source, cache key and tier. Everything shown comes from the plan the pipeline runs."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 from .array import asarray
 from .graph import LEAVES, toposort
-from .realize import plan_for
+from .realize import plan_for, rewrite
+from .schedule import schedule
 
 
 def _graph_text(roots) -> list[str]:
@@ -24,16 +28,54 @@ def _graph_text(roots) -> list[str]:
 def explain(*arrays) -> str:
     roots = tuple(asarray(a)._graph_node() for a in arrays)
     plan = plan_for(roots)
+    rewritten, log, _ = rewrite(roots)
     out = ["== graph", *_graph_text(roots)]
-    if plan.rewrites:
+    if log:
         out.append("== rewrites")
-        out += [f"  {algebra}:  {before!r}  ->  {after!r}" for algebra, before, after in plan.rewrites]
-        out += ["== graph after rewriting", *_graph_text(plan.rewritten)]
+        out += [f"  {algebra}:  {before!r}  ->  {after!r}" for algebra, before, after in log]
+        out += ["== graph after rewriting", *_graph_text(rewritten)]
     else:
         out.append("== rewrites: none fired")
     out.append(f"== {len(plan.steps)} kernel(s)")
     for i, step in enumerate(plan.steps):
         out.append(f"-- kernel {i}: key {step.key[:16]}, {step.tier}, source {step.source_path}")
-        out += [f"   why: {reason}" for reason in step.kernel.reasons]
+        out += [f"   why: {reason}" for reason in step.reasons]
         out.append(step.source.split("namespace eg {", 2)[-1] if "namespace eg {" in step.source else step.source)
     return "\n".join(out)
+
+
+def _label(node) -> str:
+    if node.op in LEAVES:
+        return repr(node).replace('"', "'")
+    params = "".join(f", {p}" for p in node.arg)
+    return f"{node.op}{params}\\n{node.dtype.name}{list(node.shape)}"
+
+
+def to_dot(*arrays, path: str | None = None) -> str:
+    """Graphviz source of the rewritten graph, one cluster per kernel. With ``path`` and the ``dot``
+    program installed, also writes a PNG there."""
+    roots = tuple(asarray(a)._graph_node() for a in arrays)
+    rewritten, _, _ = rewrite(roots)
+    nodes = toposort(rewritten)
+    names = {id(n): f"n{i}" for i, n in enumerate(nodes)}
+    lines = ["digraph exprgen {", "  rankdir=BT;", '  node [shape=box, fontname="monospace"];']
+    in_kernel = set()
+    for k, kernel in enumerate(schedule(rewritten)):
+        lines.append(f'  subgraph cluster_{k} {{ label="kernel {k}"; style=rounded;')
+        for node in kernel.body:
+            in_kernel.add(id(node))
+            lines.append(f'    {names[id(node)]} [label="{_label(node)}"];')
+        lines.append("  }")
+    for node in nodes:
+        if id(node) not in in_kernel:
+            lines.append(f'  {names[id(node)]} [label="{_label(node)}", shape=ellipse];')
+        lines += [f"  {names[id(s)]} -> {names[id(node)]};" for s in node.src]
+    lines.append("}")
+    source = "\n".join(lines) + "\n"
+    if path is not None:
+        dot = shutil.which("dot")
+        if dot is None:
+            raise FileNotFoundError("writing a picture needs Graphviz's `dot` (apt-get install graphviz); "
+                                    "the DOT source is returned without path=")
+        subprocess.run([dot, "-Tpng", "-o", path], input=source.encode(), check=True)
+    return source

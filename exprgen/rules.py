@@ -15,11 +15,12 @@ import math
 
 import numpy as np
 
-from . import dtypes, graph, opdefs
-from .graph import LEAVES, SCALAR, Node
-from .pattern import Pat, Rule
+from . import dtypes, graph, opdefs, reference
+from .graph import BUFFER, LEAVES, SCALAR, Node
+from .pattern import KINDS, Pat, Rule
 
 x, y = Pat.var("x"), Pat.var("y")
+var = Pat.var
 
 
 def unary(name: str):
@@ -27,6 +28,7 @@ def unary(name: str):
 
 
 def call(name: str, *src) -> Pat:
+    """The pattern of op ``name`` applied to ``src`` (patterns or constants)."""
     return Pat.apply(name, *src)
 
 
@@ -176,20 +178,100 @@ EXACT = [
     Rule("float32(float64(x)) -> x", None, _float_roundtrip),
 ]
 
+# The most specific first: log(1+exp(x)) must become softplus before log(1+x) takes it apart.
 ACCURATE = [
+    Rule("log(1+exp(x)) -> softplus(x)", call("log", 1 + call("exp", x)), unary("softplus"), "accurate"),
     Rule("log(1+x) -> log1p(x)", call("log", 1 + x), unary("log1p"), "accurate"),
     Rule("exp(x)-1 -> expm1(x)", call("exp", x) - 1, unary("expm1"), "accurate"),
-    Rule("log(1+exp(x)) -> softplus(x)", call("log", 1 + call("exp", x)), unary("softplus"), "accurate"),
     Rule("log1p(exp(x)) -> softplus(x)", call("log1p", call("exp", x)), unary("softplus"), "accurate"),
 ]
 
 RECOGNISE = [
-    Rule("1/(1+exp(-x)) -> sigmoid(x)", 1 / (1 + call("exp", -x)), unary("sigmoid")),
-    Rule("reciprocal(1+exp(-x)) -> sigmoid(x)", call("reciprocal", 1 + call("exp", -x)), unary("sigmoid")),
+    # sigmoid's kernel keeps subnormal results that 1/(1+exp(-x)) flushes to 0: more accurate, not equal.
+    Rule("1/(1+exp(-x)) -> sigmoid(x)", 1 / (1 + call("exp", -x)), unary("sigmoid"), "accurate"),
+    Rule("reciprocal(1+exp(-x)) -> sigmoid(x)", call("reciprocal", 1 + call("exp", -x)), unary("sigmoid"),
+         "accurate"),
     Rule("maximum(x, 0) -> relu(x)", call("maximum", x, 0), unary("relu")),
     Rule("0.5*x*(1+erf(x/sqrt2)), 0.5*x*(1+tanh(...)) -> gelu(x)", None, _gelu, "accurate"),
     # NaN: where(x > 0, x, 0) gives 0 and relu gives NaN, so this one may change a result.
     Rule("where(x>0, x, 0) -> relu(x)", call("where", Pat.apply("greater", x, 0), x, 0), unary("relu"), "fast"),
 ]
 
-DEFAULT = FOLD + EXACT + ACCURATE + RECOGNISE
+BUILTIN = FOLD + EXACT + ACCURATE + RECOGNISE
+USER: list[Rule] = []
+# What a user rule's replacement function receives for each variable. array.py sets it to Array (it sits
+# above this module in the pipeline), so users write replacements with the ordinary operators.
+user_value = lambda node: node  # noqa: E731
+version = 0  # bumped by register(): compiled plans and rewriters made before are stale
+
+
+def active() -> list[Rule]:
+    return BUILTIN + USER
+
+
+def register(pattern: Pat, replacement, kind: str = "exact", algebra: str | None = None) -> Rule:
+    """Add a rewrite rule: ``pattern`` (built from ``ex.rules.var``/``call`` and operators) and a
+    function of its variables giving the replacement Array or node.
+
+        x = ex.rules.var("x")
+        ex.rules.register(x * 2, lambda x: x + x, kind="exact", algebra="x*2 -> x+x")
+
+    With ``ex.config(debug=True)`` the rule is checked against the NumPy reference on random inputs the
+    first time it fires, and a rule that changes a value it claims to keep raises ``RewriteCheckError``.
+    """
+    global version
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    if not isinstance(pattern, Pat) or pattern.op is None:
+        raise TypeError("the pattern must be an op pattern built from ex.rules.var(...), ex.rules.call(...) "
+                        "and operators")
+
+    def build(**bound):
+        result = replacement(**{name: user_value(node) for name, node in bound.items()})
+        return getattr(result, "_graph_node", lambda: result)()  # an Array or a Node
+
+    rule = Rule(algebra or f"user rule #{len(USER)}", pattern, build, kind, user=True)
+    USER.append(rule)
+    version += 1
+    return rule
+
+
+def unregister(rule: Rule) -> None:
+    """Remove a rule added with ``register``."""
+    global version
+    USER.remove(rule)
+    version += 1
+
+
+class RewriteCheckError(AssertionError):
+    pass
+
+
+_checked: set[int] = set()
+
+
+def _random_like(node: Node, rng: np.random.Generator) -> Node:
+    shape = node.shape
+    if node.dtype == dtypes.BOOL:
+        return graph.buffer(rng.random(shape) < 0.5)
+    if node.dtype in dtypes.INTEGERS:
+        return graph.buffer(rng.integers(-10, 10, shape).astype(node.dtype))
+    return graph.buffer((rng.standard_normal(shape) * 3).astype(node.dtype))
+
+
+def check_user_rule(rule: Rule, before: Node, after: Node) -> None:
+    """Debug mode: the first time a user rule fires, compare both sides on random inputs."""
+    if not rule.user or id(rule) in _checked:
+        return
+    _checked.add(id(rule))
+    rng = np.random.default_rng(0)
+    leaves = [n for n in graph.toposort([before, after]) if n.op is BUFFER]
+    swap = {id(n): _random_like(n, rng) for n in leaves}
+    want, got = reference.evaluate([graph.substitute(before, swap), graph.substitute(after, swap)])
+    if rule.kind == "exact":
+        same = np.array_equal(want, got, equal_nan=want.dtype.kind == "f")
+    else:
+        same = np.allclose(want, got, rtol=1e-5 if want.dtype == dtypes.FLOAT32 else 1e-12, equal_nan=True)
+    if not same:
+        raise RewriteCheckError(f"user rule {rule.algebra!r} ({rule.kind}) changed a value: "
+                                f"{before!r} -> {after!r}")
