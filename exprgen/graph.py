@@ -153,8 +153,9 @@ def apply(name: str, *src: Node, params: tuple = ()) -> Node:
     return _make(op.name, src, params, dtype, shape, params)
 
 
-def toposort(roots) -> list[Node]:
-    """Every node reachable from ``roots``, each after its sources, in a deterministic order."""
+def toposort(roots, done: dict | set = frozenset()) -> list[Node]:
+    """Every node reachable from ``roots``, each after its sources, in a deterministic order; nodes
+    whose ids are in ``done`` (and what lies behind them) are left out."""
     order, seen = [], set()
     for root in roots:
         stack = [(root, False)]
@@ -163,11 +164,11 @@ def toposort(roots) -> list[Node]:
             if expanded:
                 order.append(node)
                 continue
-            if id(node) in seen:
+            if id(node) in seen or id(node) in done:
                 continue
             seen.add(id(node))
             stack.append((node, True))
-            stack.extend((s, False) for s in reversed(node.src) if id(s) not in seen)
+            stack.extend((s, False) for s in reversed(node.src) if id(s) not in seen and id(s) not in done)
     return order
 
 
@@ -188,7 +189,7 @@ def leaf_entry(node: Node) -> tuple:
     """A leaf as the plan cache sees it: buffers by layout, scalars by type only (values are arguments)."""
     if node.op is BUFFER:
         array = node.buffer
-        return (BUFFER, array.dtype.str, array.shape, array.strides, node.address % 64 == 0)
+        return (BUFFER, array.dtype.str, array.shape, array.strides)
     return (SCALAR, type(node.arg).__name__)
 
 

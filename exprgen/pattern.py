@@ -120,9 +120,7 @@ class Rewriter:
         return tuple(self._visit(root) for root in roots), self.log, self.reads
 
     def _visit(self, root: Node) -> Node:
-        for node in graph.toposort([root]):
-            if id(node) in self.memo:
-                continue
+        for node in graph.toposort([root], self.memo):
             src = tuple(self.memo[id(s)] for s in node.src)
             rebuilt = node if src == node.src else graph.apply(node.op, *src, params=node.arg)
             self.memo[id(node)] = self._fixpoint(rebuilt, node)
