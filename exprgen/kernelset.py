@@ -29,7 +29,7 @@ def _variants(op: opdefs.OpDef) -> Iterator[tuple[str, tuple[np.dtype, ...], tup
 
 def standard_kernels() -> Iterator[tuple[str, str]]:
     """(name, C++ source) for each kernel of the standard set, in a stable order."""
-    for op in opdefs.canonical_ops():
+    for op in opdefs.canonical_ops(builtin_only=True):
         for suffix, inputs, params in _variants(op):
             leaves = [graph.buffer(np.empty(1, d)) for d in inputs]
             try:

@@ -112,6 +112,7 @@ class OpDef:
     aliases: tuple[str, ...] = ()
     props: frozenset[str] = frozenset()
     accepts: frozenset | None = None   # input dtypes allowed (user ops may narrow NumPy's rules)
+    user: bool = False                 # defined at run time with ex.elementwise, not in ops/
 
     @property
     def arity(self) -> int:
@@ -268,7 +269,7 @@ def define_elementwise(name: str, c: str, numpy_ref, vjp=None, dtypes_accepted=N
     accepts = None if dtypes_accepted is None else frozenset(dtypes.as_dtype(d) for d in dtypes_accepted)
     op = OpDef(name=name, kind=kind, inputs=inputs, c=c, numpy_src=getattr(numpy_ref, "__name__", "user"),
                numpy=numpy_ref, cast=("result",) * len(inputs), vjp=vjp,
-               domains=(Domain(-10.0, 10.0),) * len(inputs), accepts=accepts)
+               domains=(Domain(-10.0, 10.0),) * len(inputs), accepts=accepts, user=True)
     ops = registry()
     existing = ops.get(name)
     if existing is not None:
@@ -289,6 +290,7 @@ def get(name: str) -> OpDef:
         raise ValueError(f"unknown op {name!r}") from None
 
 
-def canonical_ops() -> list[OpDef]:
-    """Each op once (no aliases), in a stable order."""
-    return sorted({id(op): op for op in registry().values()}.values(), key=lambda op: op.name)
+def canonical_ops(builtin_only: bool = False) -> list[OpDef]:
+    """Each op once (no aliases), in a stable order; ``builtin_only``: only the entries of ops/."""
+    ops = {id(op): op for op in registry().values() if not (builtin_only and op.user)}
+    return sorted(ops.values(), key=lambda op: op.name)

@@ -27,7 +27,7 @@ from . import counters, graph, reference, settings
 from .backends import cpu
 from .cache import kernel_cache
 from .graph import BUFFER, SCALAR, Node
-from .memory import pool
+from .memory import MIN_BYTES, pool
 from .pattern import Rewriter
 from .render import loop_geometry, render
 from . import rules
@@ -61,13 +61,14 @@ class Step:
 class Plan:
     n_leaves: int
     constants: list                                   # registers fixed by rewrites (folded values)
-    allocations: list[tuple[int, tuple, np.dtype, int | None]]  # (register, shape, dtype, root index)
+    allocations: list[tuple]  # (register, shape, dtype, root index or None, from the pool?)
     steps: list[Step]
     results: list[tuple[int, bool]]                   # per root: (register, copy needed)
     sensitive: tuple[int, ...] = ()                   # leaf slots whose values the rewrite read
     values: tuple = ()
     constant_pointers: list = field(default_factory=list)
     parallel: bool = False                             # does any step split across threads
+    copies: bool = False                               # does any result need copying out of an input
 
 
 _plans: dict[tuple, list[Plan]] = {}
@@ -140,7 +141,8 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
             root_index = out_by_root.get(id(node))
             registers[id(node)] = base + len(allocations)
             allocations.append((registers[id(node)], node.shape, node.dtype,
-                                root_index if out is not None else None))
+                                root_index if out is not None else None,
+                                node.size * node.dtype.itemsize >= MIN_BYTES))
             if out is not None and root_index is not None:
                 layouts[id(node)] = _layout(out[root_index].shape, out[root_index].strides, node.dtype.itemsize)
             else:
@@ -156,7 +158,7 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
     return Plan(n_leaves=len(leaves), constants=constants, allocations=allocations, steps=steps,
                 results=results, sensitive=sensitive, values=tuple(_value_key(leaves[s].arg) for s in sensitive),
                 constant_pointers=[_pointer(c, own=False) if isinstance(c, np.ndarray) else None for c in constants],
-                parallel=any(step.parallel for step in steps))
+                parallel=any(step.parallel for step in steps), copies=any(copy for _, copy in results))
 
 
 def _contiguous_strides(shape: tuple) -> tuple:
@@ -189,23 +191,30 @@ def _make_step(kernel: Kernel, registers: dict, layouts: dict) -> Step:
 
 def _find_plan(roots: tuple[Node, ...], out) -> tuple[Plan, list[Node]]:
     fast_math = settings.option("fast_math")
-    memo_key = ("plan", _out_entry(out), fast_math, rules.version)
-    cached = roots[0].memo.get(memo_key) if len(roots) == 1 else None
-    if cached is None:
-        structure, leaves = graph.structure_key(roots)
-        cached = ((structure, _out_entry(out), fast_math, rules.version), leaves)
-        if len(roots) == 1:
-            roots[0].memo[memo_key] = cached
-    key, leaves = cached
+    out_entry = _out_entry(out) if out is not None else None
+    options = (fast_math, rules.version, out_entry)
+    # A hash-consed root fixes its whole graph, scalar values included, so the plan found for it once is
+    # its plan for good: remembered on the node, a repeated evaluation skips even hashing the structure.
+    memo = roots[0].memo if len(roots) == 1 else None
+    if memo is not None:
+        found = memo.get(options)
+        if found is not None:
+            counters.count("plan_hit")
+            return found
+    structure, leaves = graph.structure_key(roots)
+    key = (structure, options)
     for plan in _plans.get(key, ()):
         if all(_value_key(leaves[s].arg) == v for s, v in zip(plan.sensitive, plan.values)):
             counters.count("plan_hit")
-            return plan, leaves
-    counters.count("plan_miss")
-    plan = build_plan(roots, leaves, out, fast_math)
-    if len(_plans) >= _MAX_PLANS:
-        _plans.pop(next(iter(_plans)))
-    _plans.setdefault(key, []).append(plan)
+            break
+    else:
+        counters.count("plan_miss")
+        plan = build_plan(roots, leaves, out, fast_math)
+        if len(_plans) >= _MAX_PLANS:
+            _plans.pop(next(iter(_plans)))
+        _plans.setdefault(key, []).append(plan)
+    if memo is not None:
+        memo[options] = (plan, leaves)
     return plan, leaves
 
 
@@ -227,38 +236,36 @@ def _leaf_pointer(leaf: Node):
 _from_buffer = cpu.ffi.from_buffer
 _cast = cpu.ffi.cast
 _new = cpu.ffi.new
-_NO_SCALARS = cpu.ffi.new("uint64_t[]", 1)
+_POINTERS = cpu.ffi.typeof("void*[]")      # resolved once: a cdecl string is parsed on every call
+_SCALARS = cpu.ffi.typeof("uint64_t[]")
+_NO_SCALARS = cpu.ffi.new(_SCALARS, 1)
 
 
 def _run(plan: Plan, leaves: list[Node], out) -> list[np.ndarray]:
-    registers, pointers = [], []
-    for leaf in leaves:
-        if leaf.op is BUFFER:
-            registers.append(leaf.buffer)
-            pointers.append(_leaf_pointer(leaf))
-        else:
-            registers.append(leaf.arg)
-            pointers.append(None)
-    registers += plan.constants
-    pointers += plan.constant_pointers
-    for _, shape, dtype, root_index in plan.allocations:
-        if root_index is None or out is None:
-            buf = pool.empty(shape, dtype)
-            pointers.append(_from_buffer(buf) if buf.size else None)
-        else:
+    registers = [leaf.buffer if leaf.op is BUFFER else leaf.arg for leaf in leaves]
+    pointers = [_leaf_pointer(leaf) if leaf.op is BUFFER else None for leaf in leaves]
+    if plan.constants:
+        registers += plan.constants
+        pointers += plan.constant_pointers
+    for _, shape, dtype, root_index, pooled in plan.allocations:
+        if root_index is not None and out is not None:
             buf = out[root_index]
             pointers.append(_pointer(buf, own=False))
+        else:
+            buf = pool.empty(shape, dtype) if pooled else np.empty(shape, dtype)
+            pointers.append(_from_buffer(buf))
         registers.append(buf)
     threads = settings.get_num_threads() if plan.parallel else 1
     for step in plan.steps:
-        data = _new("void*[]", [pointers[r] for r in step.arrays])
         if step.scalars:
-            values = _from_buffer("uint64_t[]", struct.pack(step.scalar_format, *[registers[r] for r in step.scalars]))
+            values = _from_buffer(_SCALARS, struct.pack(step.scalar_format, *[registers[r] for r in step.scalars]))
         else:
             values = _NO_SCALARS
-        step.function(step.total, step.ndim, step.shape, data, step.strides, values,
-                      threads if step.parallel else 1)
+        step.function(step.total, step.ndim, step.shape, _new(_POINTERS, [pointers[r] for r in step.arrays]),
+                      step.strides, values, threads if step.parallel else 1)
     counters.count("kernels_launched", len(plan.steps))
+    if out is None and not plan.copies:
+        return [registers[register] for register, _ in plan.results]
     results = []
     for i, (register, copy) in enumerate(plan.results):
         value = registers[register]

@@ -2,7 +2,8 @@
 
 Environment variables (all optional):
   EXPRGEN_NUM_THREADS   threads for large arrays (default: the CPUs this process may use)
-  EXPRGEN_BACKEND       "cpu" (compiled C++, the default) or "numpy" (the reference interpreter)
+  EXPRGEN_BACKEND       "cpu" (compiled C++, the default) or "numpy" (the reference interpreter); read
+                        at import, ex.config(backend=...) changes it later
   EXPRGEN_CACHE_DIR     kernel cache directory (default ~/.cache/exprgen)
   EXPRGEN_PREBUILT_DIR  read-only prebuilt kernel directories, separated by os.pathsep
   EXPRGEN_NO_COMPILE    "1": a kernel that no cache tier holds is an error, never a compile
@@ -75,14 +76,25 @@ class _Options(threading.local):
         self.stack: list[dict] = []
 
 
-_DEFAULTS = {"fast_math": False, "debug": False}
+def _backend_from_environment() -> str:
+    name = os.environ.get("EXPRGEN_BACKEND", "cpu").lower()
+    if name not in BACKENDS:
+        raise ValueError(f"EXPRGEN_BACKEND must be one of {BACKENDS}, not {name!r}")
+    return name
+
+
+BACKENDS = ("cpu", "numpy")
+# Read once: looking at os.environ on every evaluation would cost more than a small kernel's launch.
+_DEFAULTS = {"fast_math": False, "debug": False, "backend": _backend_from_environment()}
 _options = _Options()
 
 
 def option(name: str):
-    for layer in reversed(_options.stack):
-        if name in layer:
-            return layer[name]
+    stack = _options.stack
+    if stack:
+        for layer in reversed(stack):
+            if name in layer:
+                return layer[name]
     return _DEFAULTS[name]
 
 
@@ -92,6 +104,7 @@ class configure:  # noqa: N801 - used as ex.config(...), a function or a context
 
     fast_math: also run the ``fast`` rewrite rules (they may change rounding).
     debug: check each user rule against the reference interpreter the first time it fires.
+    backend: "cpu" (compiled kernels) or "numpy" (the reference interpreter); default $EXPRGEN_BACKEND.
     """
 
     def __init__(self, **options):
@@ -99,7 +112,10 @@ class configure:  # noqa: N801 - used as ex.config(...), a function or a context
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
         for name, value in options.items():
-            if not isinstance(value, bool):
+            if name == "backend":
+                if value not in BACKENDS:
+                    raise ValueError(f"backend must be one of {BACKENDS}, not {value!r}")
+            elif not isinstance(value, bool):
                 raise TypeError(f"option {name} must be True or False, not {value!r}")
         self.options = options
         self.previous = dict(_DEFAULTS)
@@ -115,10 +131,7 @@ class configure:  # noqa: N801 - used as ex.config(...), a function or a context
 
 
 def backend_name() -> str:
-    name = os.environ.get("EXPRGEN_BACKEND", "cpu").lower()
-    if name not in ("cpu", "numpy"):
-        raise ValueError(f"EXPRGEN_BACKEND must be 'cpu' or 'numpy', not {name!r}")
-    return name
+    return option("backend")
 
 
 def cache_dir() -> str:
