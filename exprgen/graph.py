@@ -11,17 +11,25 @@ the registry in ``opdefs``; its dtype comes from NumPy's rules and its shape fro
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import weakref
 
 import numpy as np
 
-from . import dtypes, opdefs
+from . import dtypes, opdefs, views
 
 BUFFER = "buffer"
 SCALAR = "scalar"
+VIEW = "view"       # arg: a tuple of view steps (views.py) over a source that is not pushed through
 LEAVES = frozenset({BUFFER, SCALAR})
+
+
+@functools.cache
+def reductions() -> frozenset[str]:
+    """The reduction ops (kind "reduce"); user ops are never reductions, so the set never changes."""
+    return frozenset(op.name for op in opdefs.canonical_ops(builtin_only=True) if op.is_reduction)
 
 _buffer_ids = itertools.count()
 _table: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
@@ -57,6 +65,8 @@ class Node:
             return f"buffer#{self.arg}<{self.dtype.name}{list(self.shape)}>"
         if self.op is SCALAR:
             return repr(self.arg)
+        if self.op is VIEW:
+            return f"view({self.src[0]!r} -> {list(self.shape)})"
         params = "".join(f", {p}" for p in self.arg)
         return f"{self.op}({', '.join(map(repr, self.src))}{params})"
 
@@ -151,6 +161,69 @@ def apply(name: str, *src: Node, params: tuple = ()) -> Node:
     if SCALAR in [s.op for s in src]:
         _check_scalar_fits(op, src, compute)
     return _make(op.name, src, params, dtype, shape, params)
+
+
+def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
+    """NumPy's axis argument (None, int, negative, tuple) as sorted non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    result = []
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
+            raise TypeError(f"axis must be an integer or a tuple of integers, not {type(a).__name__}")
+        if not -ndim <= a < ndim:
+            raise np.exceptions.AxisError(int(a), ndim)
+        result.append(int(a) % ndim)
+    if len(set(result)) != len(result):
+        raise ValueError(f"duplicate value in axis {axis}")
+    return tuple(sorted(result))
+
+
+def reduce(name: str, src: Node, axes: tuple[int, ...]) -> Node:
+    """Reduction ``name`` of ``src`` over ``axes`` (normalised), with the reduced axes kept as size 1."""
+    op = opdefs.get(name)
+    dtype = op.result_dtype((src.signature_item(),), (axes,))
+    shape = tuple(1 if d in axes else n for d, n in enumerate(src.shape))
+    reduced = math.prod(src.shape[d] for d in axes)
+    if reduced == 0 and math.prod(shape) > 0 and op.empty == "error":
+        raise ValueError(f"zero-size array to reduction operation {op.name} which has no identity")
+    return _make(op.name, (src,), (axes,), dtype, shape, (axes,))
+
+
+def view(src: Node, steps: tuple) -> Node:
+    """``src`` seen through view ``steps``: a NumPy view of a buffer, pushed through elementwise ops to
+    their inputs (a view of a view is one index map in the kernel that reads it), else a VIEW node."""
+    shape = views.shape_after(src.shape, src.dtype, steps)
+    return _view(src, tuple(steps), shape, {})
+
+
+def _view(src: Node, steps: tuple, shape: tuple, memo: dict) -> Node:
+    key = (id(src), steps)
+    if key in memo:
+        return memo[key]
+    if src.op is SCALAR:
+        result = src
+    elif src.op is BUFFER:
+        result = buffer(views.apply(src.buffer, steps))
+    elif src.op is VIEW:
+        result = _view(src.src[0], src.arg + steps, shape, memo)
+    elif src.op in reductions():
+        layout = views.layout_after(src.shape, steps)
+        if layout is not None and views.is_identity(src.shape, layout):
+            result = src   # the steps only take apart and put back size-1 axes
+        elif layout is None:
+            raise NotImplementedError(f"this view of a reduction result needs a copy first: call ex.eval on it "
+                                      f"(or .numpy()) before {steps[-1][0]}")
+        else:
+            result = _make(VIEW, (src,), steps, src.dtype, shape, steps)
+    else:   # elementwise: view each input (first broadcast to the op's shape), then apply the op
+        widen = (("broadcast_to", src.shape),)
+        inputs = tuple(s if s.op is SCALAR else _view(s, (widen if s.shape != src.shape else ()) + steps,
+                                                       shape, memo) for s in src.src)
+        result = apply(src.op, *inputs, params=src.arg)
+    memo[key] = result
+    return result
 
 
 def toposort(roots, done: dict | set = frozenset()) -> list[Node]:

@@ -24,8 +24,8 @@ import numpy as np
 from . import dtypes
 from .resources import data_dir
 
-ARITY = {"unary": 1, "binary": 2, "ternary": 3}
-DEFAULT_INPUTS = {"unary": ("x",), "binary": ("x", "y")}
+ARITY = {"unary": 1, "binary": 2, "ternary": 3, "reduce": 1}
+DEFAULT_INPUTS = {"unary": ("x",), "binary": ("x", "y"), "reduce": ("x",)}
 CASTS = ("result", "common", "bool")
 
 # The C++ functions an op expression may call: everything prelude.h defines in namespace eg.
@@ -113,6 +113,20 @@ class OpDef:
     props: frozenset[str] = frozenset()
     accepts: frozenset | None = None   # input dtypes allowed (user ops may narrow NumPy's rules)
     user: bool = False                 # defined at run time with ex.elementwise, not in ops/
+    # Reductions only (kind "reduce"): C expressions over acc and x, the accumulator dtype per result
+    # dtype where it is wider, what an empty reduction gives, and whether the result is an index.
+    init: str = ""
+    combine: str = ""
+    accumulator: dict = field(default_factory=dict, compare=False)
+    empty: str = "identity"
+    index: bool = False
+
+    @property
+    def is_reduction(self) -> bool:
+        return self.kind == "reduce"
+
+    def accumulator_dtype(self, result: np.dtype) -> np.dtype:
+        return np.dtype(self.accumulator.get(np.dtype(result).name, result))
 
     @property
     def arity(self) -> int:
@@ -142,13 +156,17 @@ def _check_accepts(op: OpDef, signature: tuple, shown: str) -> None:
             raise TypeError(f"{op.name}({shown}) is not supported: {op.name} accepts {allowed}")
 
 
-def _probe_value(item):
-    return dtypes.WEAK_PROBE[item] if isinstance(item, type) else np.empty(0, item)
+def _probe_value(item, op: OpDef):
+    if isinstance(item, type):
+        return dtypes.WEAK_PROBE[item]
+    return np.zeros(1, item) if op.is_reduction else np.empty(0, item)  # max of nothing raises
 
 
 @functools.lru_cache(maxsize=4096)
 def _probe(op: OpDef, signature: tuple, params: tuple):
-    args = [_probe_value(item) for item in signature]
+    args = [_probe_value(item, op) for item in signature]
+    if op.is_reduction:
+        params = ((0,),)
     shown = ", ".join(item.__name__ if isinstance(item, type) else item.name for item in signature)
     _check_accepts(op, signature, shown)
     try:
@@ -186,7 +204,15 @@ def _load_entry(name: str, raw: dict, source: str) -> OpDef:
     cast = tuple(cast) if isinstance(cast, list) else (cast,) * len(inputs)
     if len(cast) != len(inputs) or any(c not in CASTS for c in cast):
         raise ValueError(f"{where}: cast must be one of {CASTS} or a list of them, one per input")
-    check_c_expression(raw["c"], set(inputs), where)
+    reduction = kind == "reduce"
+    if reduction:
+        for name_ in ("init", "combine"):
+            check_c_expression(raw[name_], {"acc", "x", "false", "true"}, f"{where} {name_}")
+        params = ("axis",)
+        if raw.get("empty", "identity") not in ("identity", "error"):
+            raise ValueError(f"{where}: empty must be 'identity' or 'error'")
+    else:
+        check_c_expression(raw["c"], set(inputs), where)
     namespace = _numpy_namespace()
     numpy_src = raw["numpy"]
     unknown = formula_names(numpy_src) - set(inputs) - set(params) - set(namespace)
@@ -204,14 +230,16 @@ def _load_entry(name: str, raw: dict, source: str) -> OpDef:
         else (_domain(raw_domain),) * len(inputs)
     if len(domains) != len(inputs):
         raise ValueError(f"{where}: domain needs one entry per input ({len(inputs)}), got {len(domains)}")
-    return OpDef(name=name, kind=kind, inputs=inputs, c=raw["c"], numpy_src=numpy_src, numpy=reference,
+    return OpDef(name=name, kind=kind, inputs=inputs, c=raw.get("c", ""), numpy_src=numpy_src, numpy=reference,
                  cast=cast, params=params, vjp=vjp, domains=domains, ulp=dict(raw.get("ulp", {})),
                  signed_zero=raw.get("signed_zero", True), aliases=tuple(raw.get("aliases", ())),
-                 props=frozenset(raw.get("props", ())))
+                 props=frozenset(raw.get("props", ())), init=raw.get("init", ""),
+                 combine=raw.get("combine", ""), accumulator=dict(raw.get("accumulator", {})),
+                 empty=raw.get("empty", "identity"), index=bool(raw.get("index", False)))
 
 
 def _check_vjp_names(registry: dict[str, OpDef]) -> None:
-    callable_names = set(registry) | {"sum_to", "zeros_like", "ones_like"}
+    callable_names = set(registry) | {"sum_to", "zeros_like", "ones_like", "broadcast_to"}
     for op in registry.values():
         for formula in op.vjp or ():
             unknown = formula_names(formula) - {"g", "out"} - set(op.inputs) - set(op.params) - callable_names

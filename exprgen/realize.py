@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import counters, graph, reference, settings
+from . import counters, graph, reference, settings, views
 from .backends import cpu
 from .cache import kernel_cache
-from .graph import BUFFER, SCALAR, Node
+from .graph import BUFFER, SCALAR, VIEW, Node
 from .memory import MIN_BYTES, pool
 from .pattern import Rewriter
-from .render import loop_geometry, render
+from .render import loop_geometry, render, rows_geometry
 from . import rules
 from .schedule import Kernel, schedule
 
@@ -69,6 +69,7 @@ class Plan:
     constant_pointers: list = field(default_factory=list)
     parallel: bool = False                             # does any step split across threads
     copies: bool = False                               # does any result need copying out of an input
+    derived: list = field(default_factory=list)        # (source register, byte offset) of views read
 
 
 _plans: dict[tuple, list[Plan]] = {}
@@ -146,7 +147,17 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
             if out is not None and root_index is not None:
                 layouts[id(node)] = _layout(out[root_index].shape, out[root_index].strides, node.dtype.itemsize)
             else:
-                layouts[id(node)] = (node.shape, _contiguous_strides(node.shape))
+                layouts[id(node)] = (node.shape, views.contiguous_strides(node.shape))
+    # A view of another kernel's output reads that buffer through the view's strides, from an offset.
+    derived = []
+    for kernel in kernels:
+        for node in kernel.inputs:
+            if node.op is VIEW and id(node) not in registers:
+                source = node.src[0]
+                shape, strides, offset = views.layout_after(source.shape, node.arg, layouts[id(source)][1])
+                layouts[id(node)] = (shape, strides)
+                registers[id(node)] = base + len(allocations) + len(derived)
+                derived.append((registers[id(source)], offset * node.dtype.itemsize))
     steps = [_make_step(kernel, registers, layouts) for kernel in kernels]
     results = []
     for original, root in zip(roots, rewritten):
@@ -157,16 +168,8 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
     steps = [step for step in steps if step.total]  # an empty output needs no launch
     return Plan(n_leaves=len(leaves), constants=constants, allocations=allocations, steps=steps,
                 results=results, sensitive=sensitive, values=tuple(_value_key(leaves[s].arg) for s in sensitive),
-                constant_pointers=[_pointer(c, own=False) if isinstance(c, np.ndarray) else None for c in constants],
+                derived=derived, constant_pointers=[_pointer(c, own=False) if isinstance(c, np.ndarray) else None for c in constants],
                 parallel=any(step.parallel for step in steps), copies=any(copy for _, copy in results))
-
-
-def _contiguous_strides(shape: tuple) -> tuple:
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= max(size, 1)
-    return tuple(reversed(strides))
 
 
 def _value_key(value) -> tuple:
@@ -175,18 +178,25 @@ def _value_key(value) -> tuple:
 
 def _make_step(kernel: Kernel, registers: dict, layouts: dict) -> Step:
     arrays = kernel.inputs + kernel.outputs
-    loop_shape, strides = loop_geometry(kernel.shape, [layouts[id(n)] for n in arrays])
+    if kernel.axes:
+        (outer, outer_strides), (inner, inner_strides) = rows_geometry(
+            kernel.shape, kernel.axes, [layouts[id(n)] for n in arrays])
+        shape = [len(outer), len(inner), *outer, *inner]
+        strides = [o + i for o, i in zip(outer_strides, inner_strides)]
+        total = math.prod(outer)
+    else:
+        loop_shape, strides = loop_geometry(kernel.shape, [layouts[id(n)] for n in arrays])
+        shape = list(loop_shape)
+        total = math.prod(kernel.shape)
     source, summary = render(kernel, [s[-1] for s in strides])
     entry = kernel_cache().get(source, summary)
-    total = math.prod(kernel.shape)
     flat = [s for per_array in strides for s in per_array]
-    return Step(function=entry.function, total=total, ndim=len(loop_shape),
-                shape=cpu.ffi.new("int64_t[]", list(loop_shape)), strides=cpu.ffi.new("int64_t[]", flat or [0]),
+    return Step(function=entry.function, total=total, ndim=len(strides[0]) if strides else 1,
+                shape=cpu.ffi.new("int64_t[]", shape), strides=cpu.ffi.new("int64_t[]", flat or [0]),
                 arrays=tuple(registers[id(n)] for n in arrays), scalars=tuple(registers[id(n)] for n in kernel.scalars),
                 scalar_format="<" + "".join(_SCALAR_FORMAT[type(n.arg)] for n in kernel.scalars),
-                parallel=total >= settings.PARALLEL_THRESHOLD, reasons=list(kernel.reasons), summary=summary,
-                key=entry.key, tier=entry.tier,
-                source_path=entry.path[:-3] + ".cpp", source=source)
+                parallel=math.prod(kernel.shape) >= settings.PARALLEL_THRESHOLD, reasons=list(kernel.reasons),
+                summary=summary, key=entry.key, tier=entry.tier, source_path=entry.path[:-3] + ".cpp", source=source)
 
 
 def _find_plan(roots: tuple[Node, ...], out) -> tuple[Plan, list[Node]]:
@@ -255,6 +265,9 @@ def _run(plan: Plan, leaves: list[Node], out) -> list[np.ndarray]:
             buf = pool.empty(shape, dtype) if pooled else np.empty(shape, dtype)
             pointers.append(_from_buffer(buf))
         registers.append(buf)
+    for source, offset in plan.derived:
+        pointers.append(_cast("char*", pointers[source]) + offset)
+        registers.append(None)
     threads = settings.get_num_threads() if plan.parallel else 1
     for step in plan.steps:
         if step.scalars:

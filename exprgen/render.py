@@ -17,7 +17,7 @@ import numpy as np
 
 from . import opdefs
 from .dtypes import C_TYPE
-from .graph import Node
+from .graph import Node, reductions, toposort
 from .resources import data_dir
 from .schedule import Kernel
 
@@ -29,22 +29,20 @@ _environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("t
                                  keep_trailing_newline=True)
 # Compiled at import, so that a fresh process's first result does not wait for Jinja.
 _ELEMENTWISE = _environment.get_template("cpu/elementwise.cpp.j2")
+_ROWS = _environment.get_template("cpu/rows.cpp.j2")
 
 
-def loop_geometry(shape: tuple[int, ...], layouts: list[tuple[tuple, tuple]]):
-    """(loop shape, per-array strides) for arrays given as (shape, strides in elements).
+def _broadcast_strides(shape: tuple[int, ...], arr_shape: tuple, arr_strides: tuple) -> list[int]:
+    """The array's strides over ``shape``: 0 along the dims it is broadcast over."""
+    pad = len(shape) - len(arr_shape)
+    return [0 if i < pad or arr_shape[i - pad] == 1 else arr_strides[i - pad] for i in range(len(shape))]
 
-    Arrays are broadcast to ``shape`` (stride 0 where they repeat), size-1 dims are dropped, and adjacent
-    dims merge wherever every array steps through them as one.
-    """
-    ndim = len(shape)
-    full = []
-    for arr_shape, arr_strides in layouts:
-        pad = ndim - len(arr_shape)
-        full.append([0 if i < pad or arr_shape[i - pad] == 1 else arr_strides[i - pad] for i in range(ndim)])
-    dims = [d for d in range(ndim) if shape[d] != 1]
+
+def _coalesce(shape: tuple[int, ...], strides: list[list[int]]):
+    """Size-1 dims dropped, and adjacent dims merged wherever every array steps through them as one."""
+    dims = [d for d in range(len(shape)) if shape[d] != 1]
     out_shape = [shape[d] for d in dims]
-    out_strides = [[s[d] for d in dims] for s in full]
+    out_strides = [[s[d] for d in dims] for s in strides]
     d = len(out_shape) - 1
     while d > 0:
         if all(s[d - 1] == s[d] * out_shape[d] for s in out_strides):
@@ -55,51 +53,82 @@ def loop_geometry(shape: tuple[int, ...], layouts: list[tuple[tuple, tuple]]):
                 del s[d]
         d -= 1
     if not out_shape:
-        return (1,), [[0] for _ in layouts]
+        return (1,), [[0] for _ in strides]
     return tuple(out_shape), out_strides
 
 
-def _load(name: str, inner_stride: int) -> str:
+def loop_geometry(shape: tuple[int, ...], layouts: list[tuple[tuple, tuple]]):
+    """(loop shape, per-array strides) for arrays given as (shape, strides in elements), broadcast to
+    ``shape`` and coalesced."""
+    return _coalesce(shape, [_broadcast_strides(shape, *layout) for layout in layouts])
+
+
+def rows_geometry(shape: tuple[int, ...], axes: tuple[int, ...], layouts: list[tuple[tuple, tuple]]):
+    """((outer shape, outer strides), (inner shape, inner strides)) of a rows kernel: the kept dims and the
+    reduced dims of ``shape``, each group coalesced on its own."""
+    full = [_broadcast_strides(shape, *layout) for layout in layouts]
+    kept = [d for d in range(len(shape)) if d not in axes]
+    outer = _coalesce(tuple(shape[d] for d in kept), [[s[d] for d in kept] for s in full])
+    inner = _coalesce(tuple(shape[d] for d in axes), [[s[d] for d in axes] for s in full])
+    return outer, inner
+
+
+def _load(name: str, inner_stride: int, index: str = "i") -> str:
     if inner_stride == 1:
-        return f"{name}[i]"
+        return f"{name}[{index}]"
     if inner_stride == 0:
         return f"{name}[0]"
-    return f"{name}[i * {name}_step]"
+    return f"{name}[{index} * {name}_step]"
 
 
 def _function_name(op: opdefs.OpDef, compute: tuple, result: np.dtype) -> str:
     return f"{op.name}_{''.join(d.str[1:] for d in compute)}_{result.str[1:]}"
 
 
-def render(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
-    """(source, summary) for ``kernel`` with these innermost strides (inputs, then outputs)."""
-    names: dict[int, str] = {}
-    arrays = []
-    for i, node in enumerate(kernel.inputs):
-        names[id(node)] = f"x{i}"
-        arrays.append({"name": f"in{i}", "ctype": C_TYPE[node.dtype], "qualifier": "const "})
-    for i, node in enumerate(kernel.outputs):
-        arrays.append({"name": f"out{i}", "ctype": C_TYPE[node.dtype], "qualifier": ""})
+def _arrays(kernel: Kernel, inner_strides: list[int]) -> list[dict]:
+    arrays = [{"name": f"in{i}", "ctype": C_TYPE[n.dtype], "qualifier": "const "} for i, n in enumerate(kernel.inputs)]
+    arrays += [{"name": f"out{i}", "ctype": C_TYPE[n.dtype], "qualifier": ""} for i, n in enumerate(kernel.outputs)]
     for array, inner in zip(arrays, inner_strides):
         array["strided"] = inner not in (0, 1)
-    scalars = []
+    return arrays
+
+
+def _scalars(kernel: Kernel, names: dict[int, str]) -> list[dict]:
     for i, node in enumerate(kernel.scalars):
         names[id(node)] = f"s{i}"
-        scalars.append({"name": f"s{i}", "ctype": C_TYPE[node.dtype]})
-    statements = [{"name": f"x{i}", "ctype": C_TYPE[node.dtype], "expr": _load(f"in{i}", inner_strides[i])}
-                  for i, node in enumerate(kernel.inputs)]
+    return [{"name": f"s{i}", "ctype": C_TYPE[node.dtype]} for i, node in enumerate(kernel.scalars)]
+
+
+def _call(node: Node, names: dict[int, str], functions: dict[str, dict]) -> str:
+    """The C call computing elementwise ``node`` from its inputs' names; registers its op function."""
+    op = opdefs.get(node.op)
+    signature = tuple(s.signature_item() for s in node.src)
+    compute = op.compute_dtypes(signature, node.arg)
+    fname = _function_name(op, compute, node.dtype)
+    functions.setdefault(fname, {
+        "name": fname, "ret": C_TYPE[node.dtype], "t": C_TYPE[op.compute_type(signature, node.arg)],
+        "params": ", ".join(f"{C_TYPE[d]} {n}" for d, n in zip(compute, op.inputs)), "expr": op.c})
+    return f"eg::{fname}({', '.join(names[id(s)] for s in node.src)})"
+
+
+def render(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
+    """(source, summary) for ``kernel`` with these innermost strides (inputs, then outputs)."""
+    return (_render_rows if kernel.axes else _render_map)(kernel, inner_strides)
+
+
+def _render_map(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
+    names: dict[int, str] = {}
+    arrays = _arrays(kernel, inner_strides)
+    scalars = _scalars(kernel, names)
+    statements = []
+    for i, node in enumerate(kernel.inputs):
+        names[id(node)] = f"x{i}"
+        statements.append({"name": f"x{i}", "ctype": C_TYPE[node.dtype], "expr": _load(f"in{i}", inner_strides[i])})
     functions: dict[str, dict] = {}
     for j, node in enumerate(kernel.body):
-        op = opdefs.get(node.op)
-        signature = tuple(s.signature_item() for s in node.src)
-        compute = op.compute_dtypes(signature, node.arg)
-        fname = _function_name(op, compute, node.dtype)
-        functions.setdefault(fname, {
-            "name": fname, "ret": C_TYPE[node.dtype], "t": C_TYPE[op.compute_type(signature, node.arg)],
-            "params": ", ".join(f"{C_TYPE[d]} {n}" for d, n in zip(compute, op.inputs)), "expr": op.c})
+        expr = _call(node, names, functions)
         names[id(node)] = f"v{j}"
-        args = ", ".join(names[id(s)] for s in node.src)
-        statements.append({"name": f"v{j}", "ctype": C_TYPE[node.dtype], "expr": f"eg::{fname}({args})"})
+        statements.append({"name": f"v{j}", "ctype": C_TYPE[node.dtype], "expr": expr})
     first_out = len(kernel.inputs)
     stores = [{"target": _load(f"out{i}", inner_strides[first_out + i]), "value": names[id(node)]}
               for i, node in enumerate(kernel.outputs)]
@@ -108,6 +137,89 @@ def render(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
         summary=summary, functions=list(functions.values()), entry=ENTRY,
         arrays=arrays, scalars=scalars, statements=statements, stores=stores)
     return source, summary
+
+
+def _render_rows(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
+    """A rows kernel: reductions in passes over each row, per-row values after each pass, then a pass
+    writing the full-shape outputs. Per-row values live in a Row struct (``r.w<j>``)."""
+    reduce_ops = reductions()
+    passes: dict[int, int] = {}     # node id -> passes over the row that must finish before it is known
+    for node in kernel.body:
+        ready = max((passes.get(id(s), 0) for s in node.src), default=0)
+        passes[id(node)] = ready + 1 if node.op in reduce_ops else ready
+    kept = kernel.kept_shape
+    per_row = {id(n): f"w{j}" for j, n in enumerate(kernel.body)
+               if n.op in reduce_ops or (passes[id(n)] > 0 and n.shape == kept)}
+    scalar_names: dict[int, str] = {}
+    scalars = _scalars(kernel, scalar_names)
+    functions: dict[str, dict] = {}
+    input_index = {id(n): i for i, n in enumerate(kernel.inputs)}
+    body_index = {id(n): j for j, n in enumerate(kernel.body)}
+
+    def emit(roots: list[Node], known: set[int]) -> tuple[list[dict], dict[int, str]]:
+        """Statements computing ``roots`` per element; per-row values in ``known`` are read from r."""
+        names = dict(scalar_names)
+        names.update({i: f"r.{per_row[i]}" for i in known})
+        statements = []
+        for node in toposort(roots, done=known | set(scalar_names)):
+            if id(node) in input_index:
+                i = input_index[id(node)]
+                names[id(node)] = f"x{i}"
+                statements.append({"name": f"x{i}", "ctype": C_TYPE[node.dtype],
+                                   "expr": _load(f"in{i}", inner_strides[i], "e")})
+            elif id(node) in body_index:
+                names[id(node)] = f"v{body_index[id(node)]}"
+                statements.append({"name": names[id(node)], "ctype": C_TYPE[node.dtype],
+                                   "expr": _call(node, names, functions)})
+        return statements, names
+
+    reductions_by_pass: dict[int, list[Node]] = {}
+    for node in kernel.body:
+        if node.op in reduce_ops:
+            reductions_by_pass.setdefault(passes[id(node)] - 1, []).append(node)
+    phases, reductions_info, known = [], [], set()
+    for p in range(len(reductions_by_pass)):
+        members = reductions_by_pass[p]
+        statements, names = emit([m.src[0] for m in members], known)
+        entries = [_reduction(m, per_row[id(m)], names[id(m.src[0])]) for m in members]
+        reductions_info += entries
+        known |= {id(m) for m in members}
+        row_nodes = [n for n in kernel.body if id(n) in per_row and n.op not in reduce_ops and passes[id(n)] == p + 1]
+        row_statements = []
+        for node in row_nodes:
+            local, local_names = emit(list(node.src), known)
+            row_statements += [f"const {s['ctype']} {s['name']} = {s['expr']};" for s in local]
+            row_statements.append(f"r.{per_row[id(node)]} = {_call(node, local_names, functions)};")
+            known.add(id(node))
+        phases.append({"reductions": entries, "statements": statements, "row_statements": row_statements})
+    first_out = len(kernel.inputs)
+    element_outputs = [(i, n) for i, n in enumerate(kernel.outputs) if id(n) not in per_row]
+    map_statements, map_names = emit([n for _, n in element_outputs], known)
+    element_stores = [{"target": _load(f"out{i}", inner_strides[first_out + i], "e"), "value": map_names[id(n)]}
+                      for i, n in element_outputs]
+    row_stores = [{"target": f"out{i}[0]", "value": per_row[id(n)]}
+                  for i, n in enumerate(kernel.outputs) if id(n) in per_row]
+    row_values = [{"ctype": C_TYPE[n.dtype], "name": per_row[id(n)]} for n in kernel.body if id(n) in per_row]
+    summary_names = {**{id(n): f"x{i}" for i, n in enumerate(kernel.inputs)}, **scalar_names}
+    summary = "; ".join(f"out{i} = {describe(n, summary_names, kernel.body)}" for i, n in enumerate(kernel.outputs))
+    source = _ROWS.render(
+        summary=summary, functions=list(functions.values()), reductions=reductions_info, entry=ENTRY,
+        arrays=_arrays(kernel, inner_strides), scalars=scalars, row_values=row_values, phases=phases,
+        map_statements=map_statements, element_stores=element_stores, row_stores=row_stores)
+    return source, summary
+
+
+def _reduction(node: Node, name: str, value: str) -> dict:
+    """How reduction ``node`` accumulates: its accumulator type, start, combine, and result."""
+    op = opdefs.get(node.op)
+    source = node.src[0].dtype
+    if op.index:
+        acc = f"eg::Arg<{C_TYPE[source]}>"
+        return {"name": name, "acc": acc, "init": op.init, "combine": op.combine,
+                "value": f"{acc}{{({C_TYPE[source]}){value}, pos + e}}", "final": f"acc.{name}.index"}
+    acc = C_TYPE[op.accumulator_dtype(node.dtype)]
+    return {"name": name, "acc": acc, "init": op.init, "combine": op.combine, "value": f"({acc}){value}",
+            "final": f"({C_TYPE[node.dtype]})acc.{name}"}
 
 
 def describe(node: Node, names: dict[int, str], body: list[Node], budget: int = 200) -> str:
