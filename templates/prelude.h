@@ -21,7 +21,7 @@ EG_DECLARE1(exp) EG_DECLARE1(exp2) EG_DECLARE1(expm1) EG_DECLARE1(log) EG_DECLAR
 EG_DECLARE1(log10) EG_DECLARE1(log1p) EG_DECLARE1(cbrt) EG_DECLARE1(sin) EG_DECLARE1(cos)
 EG_DECLARE1(tan) EG_DECLARE1(asin) EG_DECLARE1(acos) EG_DECLARE1(atan) EG_DECLARE1(sinh)
 EG_DECLARE1(cosh) EG_DECLARE1(tanh) EG_DECLARE1(asinh) EG_DECLARE1(acosh) EG_DECLARE1(atanh)
-EG_DECLARE1(erf)
+EG_DECLARE1(erf) EG_DECLARE1(erfc)
 EG_DECLARE2(atan2) EG_DECLARE2(hypot) EG_DECLARE2(pow)
 float fmodf(float, float) noexcept;
 double fmod(double, double) noexcept;
@@ -38,7 +38,7 @@ namespace eg {
 EG_MATH1(exp) EG_MATH1(exp2) EG_MATH1(expm1) EG_MATH1(log) EG_MATH1(log2) EG_MATH1(log10)
 EG_MATH1(log1p) EG_MATH1(cbrt) EG_MATH1(sin) EG_MATH1(cos) EG_MATH1(tan) EG_MATH1(asin)
 EG_MATH1(acos) EG_MATH1(atan) EG_MATH1(sinh) EG_MATH1(cosh) EG_MATH1(tanh) EG_MATH1(asinh)
-EG_MATH1(acosh) EG_MATH1(atanh) EG_MATH1(erf)
+EG_MATH1(acosh) EG_MATH1(atanh) EG_MATH1(erf) EG_MATH1(erfc)
 EG_MATH2(atan2) EG_MATH2(hypot) EG_MATH2(pow) EG_MATH2(fmod)
 
 // Builtins the compiler inlines as single instructions (sqrt, round*, and, or, xor on the sign bit).
@@ -147,4 +147,53 @@ template <> inline float power(float x, float y) { return pow(x, y); }
 template <> inline double power(double x, double y) { return pow(x, y); }
 template <> inline bool power(bool x, bool y) { return x || !y; }
 
+// 1 / (1 + exp(-x)) as written underflows to 0 where the result is still a subnormal (x < -87 in
+// float32): for negative x use exp(x) / (1 + exp(x)). One exp either way.
+template <class T> static inline T logistic(T x) {
+  const T e = exp(-fabs(x));
+  return x >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e);
+}
+
+// GELU. 1 + erf(x/sqrt2) and 1 + tanh(u) cancel for negative x (all digits lost below x = -5), so
+// these use erfc and 1 + tanh(u) = 2 * logistic(2u). Both then magnify the rounding of their argument
+// (erfc(t) by 2t^2, logistic(z) by |z|: ~100 at x = -10), so float computes in double and rounds once.
+static inline double gelu(double x) { return 0.5 * x * erfc(-x * 0.7071067811865476); }
+static inline double gelu_tanh(double x) {
+  return x * logistic(2.0 * (0.7978845608028654 * (x + 0.044715 * x * x * x)));
+}
+static inline float gelu(float x) { return (float)gelu((double)x); }
+static inline float gelu_tanh(float x) { return (float)gelu_tanh((double)x); }
+
+}  // namespace eg
+
+// ---- Reductions -------------------------------------------------------------------------------------
+namespace eg {
+// Identities of max and min, typed by the accumulator they start.
+template <class T> static inline T lowest(T) { return T(-1) / T(0); }
+template <class T> static inline T highest(T) { return T(1) / T(0); }
+template <> inline int32_t lowest(int32_t) { return (int32_t)0x80000000u; }
+template <> inline int32_t highest(int32_t) { return 0x7fffffff; }
+template <> inline int64_t lowest(int64_t) { return (int64_t)0x8000000000000000ull; }
+template <> inline int64_t highest(int64_t) { return 0x7fffffffffffffffll; }
+template <> inline bool lowest(bool) { return false; }
+template <> inline bool highest(bool) { return true; }
+
+// argmax/argmin accumulate (value, index): the best value wins, NaN beats everything (as in NumPy), and a
+// tie keeps the lower index, so merging partial results in any order gives NumPy's first occurrence.
+template <class T> struct Arg {
+  T value;
+  int64_t index;
+};
+template <class T> static inline Arg<T> lowest(Arg<T>) { return {lowest(T()), 0x7fffffffffffffffll}; }
+template <class T> static inline Arg<T> highest(Arg<T>) { return {highest(T()), 0x7fffffffffffffffll}; }
+template <class T> static inline Arg<T> better_max(Arg<T> a, Arg<T> b) {
+  if (isnan(a.value) || isnan(b.value))
+    return isnan(a.value) && (!isnan(b.value) || a.index < b.index) ? a : b;
+  return a.value > b.value || (a.value == b.value && a.index < b.index) ? a : b;
+}
+template <class T> static inline Arg<T> better_min(Arg<T> a, Arg<T> b) {
+  if (isnan(a.value) || isnan(b.value))
+    return isnan(a.value) && (!isnan(b.value) || a.index < b.index) ? a : b;
+  return a.value < b.value || (a.value == b.value && a.index < b.index) ? a : b;
+}
 }  // namespace eg
