@@ -125,13 +125,20 @@ def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(result)
 
 
-def _check_scalar_fits(op: opdefs.OpDef, src: tuple[Node, ...], compute: tuple[np.dtype, ...]) -> None:
-    """NumPy refuses a Python int that does not fit the integer dtype it meets; so do we."""
-    for node, dtype in zip(src, compute):
+def _fit_scalars(op: opdefs.OpDef, src: tuple[Node, ...], compute: tuple[np.dtype, ...]) -> tuple[Node, ...]:
+    """NumPy refuses a Python int that does not fit the integer dtype it meets, except in a comparison,
+    which it answers exactly: there the int becomes a strong int64 (a float64 past int64's range)."""
+    fitted = list(src)
+    for i, (node, dtype) in enumerate(zip(src, compute)):
         if node.op is SCALAR and type(node.arg) is int and dtype in dtypes.INTEGERS:
             info = np.iinfo(dtype)
-            if not info.min <= node.arg <= info.max:
+            if info.min <= node.arg <= info.max:
+                continue
+            if set(op.cast) != {"common"} or op.arity < 2:
                 raise OverflowError(f"Python integer {node.arg} out of bounds for {dtype.name} in {op.name}")
+            wide = np.int64 if -2**63 <= node.arg < 2**63 else np.float64
+            fitted[i] = buffer(np.asarray(node.arg, wide))
+    return tuple(fitted)
 
 
 _typed: dict[tuple, tuple] = {}
@@ -144,6 +151,8 @@ def _type_and_shape(name: str, src: tuple[Node, ...], params: tuple):
     known = _typed.get(key)
     if known is None:
         op = opdefs.get(name)
+        if op.is_reduction:
+            raise TypeError(f"{op.name} is a reduction: use ex.{op.name}(x, axis=...)")
         if len(src) != op.arity:
             raise TypeError(f"{op.name} takes {op.arity} array arguments, got {len(src)}")
         signature = tuple(node.signature_item() for node in src)
@@ -159,7 +168,9 @@ def apply(name: str, *src: Node, params: tuple = ()) -> Node:
     """The node for op ``name`` over ``src``: dtype by NumPy's rules, shape by broadcasting."""
     op, dtype, shape, compute = _type_and_shape(name, src, params)
     if SCALAR in [s.op for s in src]:
-        _check_scalar_fits(op, src, compute)
+        fitted = _fit_scalars(op, src, compute)
+        if fitted != src:
+            return apply(name, *fitted, params=params)
     return _make(op.name, src, params, dtype, shape, params)
 
 
@@ -186,7 +197,7 @@ def reduce(name: str, src: Node, axes: tuple[int, ...]) -> Node:
     dtype = op.result_dtype((src.signature_item(),), (axes,))
     shape = tuple(1 if d in axes else n for d, n in enumerate(src.shape))
     reduced = math.prod(src.shape[d] for d in axes)
-    if reduced == 0 and math.prod(shape) > 0 and op.empty == "error":
+    if reduced == 0 and op.empty == "error":   # NumPy raises even when the result would be empty
         raise ValueError(f"zero-size array to reduction operation {op.name} which has no identity")
     return _make(op.name, (src,), (axes,), dtype, shape, (axes,))
 
@@ -208,13 +219,19 @@ def _view(src: Node, steps: tuple, shape: tuple, memo: dict) -> Node:
         result = buffer(views.apply(src.buffer, steps))
     elif src.op is VIEW:
         result = _view(src.src[0], src.arg + steps, shape, memo)
-    elif src.op in reductions():
+    elif src.op in reductions() or _reduces(src):
+        # Not pushed inside: a reduction's result is read from its buffer, through the view's strides.
         layout = views.layout_after(src.shape, steps)
         if layout is not None and views.is_identity(src.shape, layout):
             result = src   # the steps only take apart and put back size-1 axes
         elif layout is None:
-            raise NotImplementedError(f"this view of a reduction result needs a copy first: call ex.eval on it "
-                                      f"(or .numpy()) before {steps[-1][0]}")
+            # A reshape no strides can express (as in NumPy, it copies): the view so far is copied into a
+            # contiguous buffer, and the remaining steps view that copy.
+            cut = next(k for k in range(len(steps), 0, -1) if views.layout_after(src.shape, steps[:k - 1]))
+            done = steps[:cut - 1]
+            before = views.shape_after(src.shape, src.dtype, done)
+            copy = apply("astype", _view(src, done, before, memo) if done else src, params=(src.dtype.name,))
+            result = _view(copy, steps[cut - 1:], shape, memo)
         else:
             result = _make(VIEW, (src,), steps, src.dtype, shape, steps)
     else:   # elementwise: view each input (first broadcast to the op's shape), then apply the op
@@ -224,6 +241,23 @@ def _view(src: Node, steps: tuple, shape: tuple, memo: dict) -> Node:
         result = apply(src.op, *inputs, params=src.arg)
     memo[key] = result
     return result
+
+
+def _reduces(node: Node) -> bool:
+    """Does ``node``'s value depend on a reduction? (Remembered on each node.)"""
+    stack = [node]
+    while stack:
+        n = stack[-1]
+        if "reduces" in n.memo:
+            stack.pop()
+            continue
+        pending = [s for s in n.src if "reduces" not in s.memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        n.memo["reduces"] = n.op in reductions() or any(s.memo["reduces"] for s in n.src)
+        stack.pop()
+    return node.memo["reduces"]
 
 
 def toposort(roots, done: dict | set = frozenset()) -> list[Node]:
@@ -245,6 +279,17 @@ def toposort(roots, done: dict | set = frozenset()) -> list[Node]:
     return order
 
 
+def rebuild(node: Node, src: tuple[Node, ...]) -> Node:
+    """``node``'s op over new sources (same kind of node: elementwise, reduction or view)."""
+    if src == node.src:
+        return node
+    if node.op is VIEW:
+        return view(src[0], node.arg)
+    if node.op in reductions():
+        return reduce(node.op, src[0], node.arg[0])
+    return apply(node.op, *src, params=node.arg)
+
+
 def substitute(root: Node, replace: dict[int, Node]) -> Node:
     """``root`` rebuilt with the nodes whose ids are in ``replace`` swapped for their replacements."""
     new: dict[int, Node] = {}
@@ -254,7 +299,7 @@ def substitute(root: Node, replace: dict[int, Node]) -> Node:
         elif node.op in LEAVES:
             new[id(node)] = node
         else:
-            new[id(node)] = apply(node.op, *(new[id(s)] for s in node.src), params=node.arg)
+            new[id(node)] = rebuild(node, tuple(new[id(s)] for s in node.src))
     return new[id(root)]
 
 

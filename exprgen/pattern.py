@@ -122,7 +122,7 @@ class Rewriter:
     def _visit(self, root: Node) -> Node:
         for node in graph.toposort([root], self.memo):
             src = tuple(self.memo[id(s)] for s in node.src)
-            rebuilt = node if src == node.src else graph.apply(node.op, *src, params=node.arg)
+            rebuilt = graph.rebuild(node, src)
             self.memo[id(node)] = self._fixpoint(rebuilt, node)
         return self.memo[id(root)]
 

@@ -63,7 +63,7 @@ class Plan:
     constants: list                                   # registers fixed by rewrites (folded values)
     allocations: list[tuple]  # (register, shape, dtype, root index or None, from the pool?)
     steps: list[Step]
-    results: list[tuple[int, bool]]                   # per root: (register, copy needed)
+    results: list[tuple[int, object]]  # per root: (register, copy needed, or view steps to apply)
     sensitive: tuple[int, ...] = ()                   # leaf slots whose values the rewrite read
     values: tuple = ()
     constant_pointers: list = field(default_factory=list)
@@ -161,15 +161,17 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
     steps = [_make_step(kernel, registers, layouts) for kernel in kernels]
     results = []
     for original, root in zip(roots, rewritten):
-        copy = original.op not in graph.LEAVES and root.op in graph.LEAVES
-        results.append((register_of(root), copy))
+        if root.op is VIEW:   # a NumPy view of the buffer its source was computed into
+            results.append((register_of(root.src[0]), root.arg))
+        else:
+            results.append((register_of(root), original.op not in graph.LEAVES and root.op in graph.LEAVES))
     slot_of = {id(leaf): i for i, leaf in enumerate(leaves)}
     sensitive = tuple(sorted(slot_of[id(n)] for n in reads if id(n) in slot_of))
     steps = [step for step in steps if step.total]  # an empty output needs no launch
     return Plan(n_leaves=len(leaves), constants=constants, allocations=allocations, steps=steps,
                 results=results, sensitive=sensitive, values=tuple(_value_key(leaves[s].arg) for s in sensitive),
                 derived=derived, constant_pointers=[_pointer(c, own=False) if isinstance(c, np.ndarray) else None for c in constants],
-                parallel=any(step.parallel for step in steps), copies=any(copy for _, copy in results))
+                parallel=any(step.parallel for step in steps), copies=any(copy is not False for _, copy in results))
 
 
 def _value_key(value) -> tuple:
@@ -282,6 +284,8 @@ def _run(plan: Plan, leaves: list[Node], out) -> list[np.ndarray]:
     results = []
     for i, (register, copy) in enumerate(plan.results):
         value = registers[register]
+        if type(copy) is tuple:   # view steps
+            value = views.apply(value, copy)
         if out is not None:
             if value is not out[i]:
                 np.copyto(out[i], value)

@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from .graph import LEAVES, SCALAR, VIEW, Node, reductions, toposort
 
 
+MAX_OUTPUTS = 16   # per kernel: past this, compiling one wide kernel costs more than a second pass saves
+
+
 @dataclass
 class Kernel:
     key: tuple                                           # ("map", shape) or ("rows", F, axes)
@@ -56,7 +59,9 @@ def _is_anchor_source(node: Node) -> bool:
 
 def schedule(roots: tuple[Node, ...]) -> list[Kernel]:
     """The kernels that compute ``roots``, in launch order. Leaf roots need no kernel."""
-    targets = [r for r in dict.fromkeys(roots) if r.op not in LEAVES]
+    # A view requested as a result is a view of its source's buffer: the source is what gets computed.
+    targets = [r.src[0] if r.op is VIEW else r for r in dict.fromkeys(roots) if r.op not in LEAVES]
+    targets = list(dict.fromkeys(targets))
     order = toposort(targets)
     reduce_ops = reductions()
     anchors = {id(n) for n in targets} | {id(n) for n in order if n.op in reduce_ops}
@@ -80,6 +85,9 @@ def schedule(roots: tuple[Node, ...]) -> list[Kernel]:
             continue
         key = _group_key(node, deps[id(node)], reduce_ops)
         kernel = open_kernels.get(key)
+        if kernel is not None and len(kernel.members) >= MAX_OUTPUTS:
+            close(kernel)   # gcc's compile time grows steeply with a very wide loop body
+            kernel = None
         for dep in deps[id(node)]:
             producer = home[id(dep)]
             if producer is kernel:

@@ -1,7 +1,7 @@
 // exprgen prelude: the scalar functions op expressions call, one overload per dtype.
 // No system headers: declaring the few libm and OpenMP symbols we use keeps a compile near 0.2 s.
-// The libm functions are declared simd("notinbranch") so that gcc calls glibc's libmvec vector variants
-// (IEEE-correct, <= 4 ULP) instead of falling back to scalar calls; -ffast-math is never used.
+// The float libm functions are declared simd("notinbranch") so that gcc calls glibc's libmvec vector
+// variants (IEEE-correct) instead of falling back to scalar calls; -ffast-math is never used.
 typedef signed char int8_t;
 typedef int int32_t;
 typedef long int64_t;
@@ -11,12 +11,14 @@ typedef unsigned long uint64_t;
 extern "C" {
 int omp_get_thread_num(void);
 int omp_get_num_threads(void);
+// float64 stays on glibc's scalar functions: libmvec's double variants are up to 2 ULP off on NumPy's
+// validation set, which holds float64 to 1 ULP; its float variants meet the set's float32 bounds.
 #define EG_DECLARE1(name) \
   __attribute__((simd("notinbranch"))) float name##f(float) noexcept; \
-  __attribute__((simd("notinbranch"))) double name(double) noexcept;
+  double name(double) noexcept;
 #define EG_DECLARE2(name) \
   __attribute__((simd("notinbranch"))) float name##f(float, float) noexcept; \
-  __attribute__((simd("notinbranch"))) double name(double, double) noexcept;
+  double name(double, double) noexcept;
 EG_DECLARE1(exp) EG_DECLARE1(exp2) EG_DECLARE1(expm1) EG_DECLARE1(log) EG_DECLARE1(log2)
 EG_DECLARE1(log10) EG_DECLARE1(log1p) EG_DECLARE1(cbrt) EG_DECLARE1(sin) EG_DECLARE1(cos)
 EG_DECLARE1(tan) EG_DECLARE1(asin) EG_DECLARE1(acos) EG_DECLARE1(atan) EG_DECLARE1(sinh)

@@ -398,15 +398,7 @@ def test_python_scalars_are_weakly_typed(op):
     check_all(checks)
 
 
-# exprgen refuses these where NumPy 2 answers: graph._check_scalar_fits wants the Python int to fit the
-# compute dtype, but NumPy compares an out-of-range int exactly (int32_array < 2**40 is all True).
-# Reported to the owner of graph.py; strict, so the fix shows up here.
-OUT_OF_RANGE_DIVERGES = {"equal", "not_equal", "less", "less_equal", "greater", "greater_equal"}
-
-
-@pytest.mark.parametrize("op", [
-    pytest.param(o, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason="see OUT_OF_RANGE_DIVERGES"))
-    if o.name in OUT_OF_RANGE_DIVERGES else o for o in OPS if o.arity > 1], ids=op_id)
+@pytest.mark.parametrize("op", [o for o in OPS if o.arity > 1], ids=op_id)
 def test_python_int_out_of_range_for_the_array(op):
     """``int32_array + 2**40`` raises OverflowError as in NumPy; where NumPy answers, so does exprgen.
 

@@ -1,0 +1,220 @@
+"""Reductions and views as NumPy-style functions and Array methods.
+
+Primitive reductions (sum, prod, max, min, any, all, argmax, argmin) are entries of ``ops/``; mean, var,
+std, logsumexp, softmax and log_softmax are compositions of them, written so that the scheduler fuses
+each into one rows kernel (a reduced value kept as a size-1 axis broadcasts back over its row). Views
+(reshape, transpose, indexing, ...) are steps NumPy itself applies (``views.py``): no copy is made.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import graph, opdefs, views
+from .array import Array, apply, asarray, astype
+
+
+def _node(x):
+    return (x if isinstance(x, Array) else asarray(x))._graph_node()
+
+
+def _finish(node, x_shape: tuple, axes: tuple, keepdims: bool) -> Array:
+    if keepdims:
+        return Array(node)
+    shape = tuple(n for d, n in enumerate(x_shape) if d not in axes)
+    return Array(graph.view(node, (("reshape", shape),)))
+
+
+def _reduce(name: str, x, axis=None, keepdims: bool = False) -> Array:
+    node = _node(x)
+    axes = graph.normalize_axes(axis, len(node.shape))
+    if not axes:   # reducing over no axis: every element is its own result, in the result dtype
+        dtype = opdefs.get(name).result_dtype((node.signature_item(),), ((),))
+        return astype(Array(node), dtype)
+    return _finish(graph.reduce(name, node, axes), node.shape, axes, keepdims)
+
+
+def sum(x, axis=None, keepdims: bool = False) -> Array:  # noqa: A001 - NumPy's names
+    """Sum over ``axis`` (None: all). Integers sum in int64, float32 accumulates in double."""
+    return _reduce("sum", x, axis, keepdims)
+
+
+def prod(x, axis=None, keepdims: bool = False) -> Array:
+    return _reduce("prod", x, axis, keepdims)
+
+
+def max(x, axis=None, keepdims: bool = False) -> Array:  # noqa: A001
+    """Maximum; NaN wins, as in NumPy. An empty reduction raises ValueError."""
+    return _reduce("max", x, axis, keepdims)
+
+
+def min(x, axis=None, keepdims: bool = False) -> Array:  # noqa: A001
+    return _reduce("min", x, axis, keepdims)
+
+
+def any(x, axis=None, keepdims: bool = False) -> Array:  # noqa: A001
+    return _reduce("any", x, axis, keepdims)
+
+
+def all(x, axis=None, keepdims: bool = False) -> Array:  # noqa: A001
+    return _reduce("all", x, axis, keepdims)
+
+
+def _arg(name: str, x, axis, keepdims: bool) -> Array:
+    node = _node(x)
+    if axis is None:   # NumPy: the index into the flattened array
+        flat = graph.view(node, (("reshape", (-1,)),))
+        found = graph.reduce(name, flat, (0,))
+        shape = (1,) * len(node.shape) if keepdims else ()
+        return Array(graph.view(found, (("reshape", shape),)))
+    if isinstance(axis, tuple):
+        raise TypeError(f"{name} takes one axis, not a tuple")
+    axes = graph.normalize_axes(axis, len(node.shape))
+    return _finish(graph.reduce(name, node, axes), node.shape, axes, keepdims)
+
+
+def argmax(x, axis=None, keepdims: bool = False) -> Array:
+    """Index of the first maximum (the first NaN, if any), as in NumPy."""
+    return _arg("argmax", x, axis, keepdims)
+
+
+def argmin(x, axis=None, keepdims: bool = False) -> Array:
+    return _arg("argmin", x, axis, keepdims)
+
+
+def _count(x: Array, axis) -> int:
+    axes = graph.normalize_axes(axis, x.ndim)
+    return math.prod(x.shape[d] for d in axes)
+
+
+def _keepdims(result: Array, x: Array, axis, keepdims: bool) -> Array:
+    """A composite computed with kept axes (so it fuses into its rows kernel), shaped as asked at the end."""
+    return result if keepdims else _finish(result._graph_node(), x.shape, graph.normalize_axes(axis, x.ndim), False)
+
+
+def mean(x, axis=None, keepdims: bool = False) -> Array:
+    """Sum / count: float64 for integer input, float32 stays float32 (summed in double)."""
+    x = x if isinstance(x, Array) else asarray(x)
+    return _keepdims(sum(x, axis, True) / float(_count(x, axis)), x, axis, keepdims)  # weak float
+
+
+def var(x, axis=None, ddof: int = 0, keepdims: bool = False) -> Array:
+    """Mean squared deviation from the mean, divided by ``n - ddof`` (two passes over each row, one kernel)."""
+    x = x if isinstance(x, Array) else asarray(x)
+    deviation = x - mean(x, axis, keepdims=True)
+    return _keepdims(sum(deviation * deviation, axis, True) / float(_count(x, axis) - ddof), x, axis, keepdims)
+
+
+def std(x, axis=None, ddof: int = 0, keepdims: bool = False) -> Array:
+    x = x if isinstance(x, Array) else asarray(x)
+    return _keepdims(apply("sqrt", var(x, axis, ddof, True)), x, axis, keepdims)
+
+
+def _shifted(x: Array, axis):
+    """x minus its max along ``axis`` (kept as a size-1 axis), with infinite maxima replaced by 0 so that
+    a row of -inf gives -inf, not NaN (as scipy.special.logsumexp does)."""
+    top = max(x, axis, keepdims=True)
+    safe = apply("where", apply("isfinite", top), top, 0)
+    return x - safe, safe
+
+
+def logsumexp(x, axis=None, keepdims: bool = False) -> Array:
+    """log(sum(exp(x))) without overflow: the max is taken out first."""
+    x = x if isinstance(x, Array) else asarray(x)
+    shifted, safe = _shifted(x, axis)
+    return _keepdims(apply("log", sum(apply("exp", shifted), axis, keepdims=True)) + safe, x, axis, keepdims)
+
+
+def softmax(x, axis=-1) -> Array:
+    """exp(x - max) / sum(exp(x - max)) along ``axis``: one kernel, each row read from memory once."""
+    x = x if isinstance(x, Array) else asarray(x)
+    shifted, _ = _shifted(x, axis)
+    e = apply("exp", shifted)
+    return e / sum(e, axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1) -> Array:
+    x = x if isinstance(x, Array) else asarray(x)
+    shifted, _ = _shifted(x, axis)
+    return shifted - apply("log", sum(apply("exp", shifted), axis, keepdims=True))
+
+
+# -- views ----------------------------------------------------------------------------------------
+def _view(x, *steps) -> Array:
+    return Array(graph.view(_node(x), tuple(steps)))
+
+
+def reshape(x, shape) -> Array:
+    """A view with a new shape (one dimension may be -1)."""
+    shape = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
+    return _view(x, ("reshape", shape))
+
+
+def transpose(x, axes=None) -> Array:
+    node = _node(x)
+    axes = tuple(reversed(range(len(node.shape)))) if axes is None else tuple(axes)
+    if sorted(graph.normalize_axes(a, len(node.shape))[0] for a in axes) != list(range(len(node.shape))):
+        raise ValueError(f"axes {axes} are not a permutation of the {len(node.shape)} axes")
+    return _view(x, ("transpose", tuple(a % len(node.shape) for a in axes)))
+
+
+permute_dims = transpose
+
+
+def swapaxes(x, axis1: int, axis2: int) -> Array:
+    node = _node(x)
+    (a,), (b,) = graph.normalize_axes(axis1, len(node.shape)), graph.normalize_axes(axis2, len(node.shape))
+    order = list(range(len(node.shape)))
+    order[a], order[b] = order[b], order[a]
+    return _view(x, ("transpose", tuple(order)))
+
+
+def expand_dims(x, axis) -> Array:
+    node = _node(x)
+    axes = graph.normalize_axes(axis, len(node.shape) + len(axis if isinstance(axis, tuple) else (axis,)))
+    shape = list(node.shape)
+    for a in axes:
+        shape.insert(a, 1)
+    return _view(x, ("reshape", tuple(shape)))
+
+
+def squeeze(x, axis=None) -> Array:
+    node = _node(x)
+    if axis is None:
+        axes = tuple(d for d, n in enumerate(node.shape) if n == 1)
+    else:
+        axes = graph.normalize_axes(axis, len(node.shape))
+        wide = [d for d in axes if node.shape[d] != 1]
+        if wide:
+            raise ValueError(f"cannot squeeze axis {wide[0]}: its size is {node.shape[wide[0]]}, not 1")
+    return _view(x, ("reshape", tuple(n for d, n in enumerate(node.shape) if d not in axes)))
+
+
+def broadcast_to(x, shape) -> Array:
+    return _view(x, ("broadcast_to", tuple(shape)))
+
+
+def flip(x, axis=None) -> Array:
+    node = _node(x)
+    return _view(x, ("flip", graph.normalize_axes(axis, len(node.shape))))
+
+
+def getitem(x, key) -> Array:
+    """Basic indexing (ints, slices with any step, None, Ellipsis): a view."""
+    return _view(x, views.index_step(key))
+
+
+def _setitem(self, key, value):
+    raise TypeError("exprgen arrays are immutable; build a new one with ex.where(mask, new, old)")
+
+
+# Array methods, NumPy-style.
+for _name, _function in {"sum": sum, "prod": prod, "max": max, "min": min, "any": any, "all": all,
+                         "argmax": argmax, "argmin": argmin, "mean": mean, "var": var, "std": std,
+                         "swapaxes": swapaxes, "squeeze": squeeze, "flip": flip,
+                         "__getitem__": getitem, "__setitem__": _setitem}.items():
+    setattr(Array, _name, _function)
+Array.reshape = lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape)
+Array.transpose = lambda self, *axes: transpose(self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int)
+                                                else (axes or None))
+Array.T = property(lambda self: transpose(self))

@@ -1,0 +1,250 @@
+"""Reductions, views and the scheduler that fuses across them."""
+
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import exprgen as ex
+from exprgen.reference import evaluate
+
+AXES = [None, 0, 1, 2, -1, (0, 1), (0, 2), (1, 2), (0, 1, 2), ()]
+REDUCTIONS = ["sum", "prod", "max", "min", "any", "all", "mean", "var", "std"]
+DTYPES = [np.bool_, np.int32, np.int64, np.float32, np.float64]
+
+
+def _data(dtype, shape=(3, 4, 5), seed=0):
+    rng = np.random.default_rng(seed)
+    if dtype == np.bool_:
+        return rng.random(shape) < 0.6
+    if np.dtype(dtype).kind == "i":
+        return rng.integers(-5, 6, shape).astype(dtype)
+    return (rng.standard_normal(shape) * 2).astype(dtype)
+
+
+def _numpy(name, x, **kw):
+    with np.errstate(all="ignore"):
+        return getattr(np, name)(x, **kw)
+
+
+def _check(got, want, dtype):
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    if want.dtype.kind in "biu":
+        np.testing.assert_array_equal(got, want)
+    else:
+        # Tolerance of a sum of n terms: exprgen accumulates float32 in double, NumPy pairwise in float32.
+        rtol = 2e-6 if want.dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", REDUCTIONS)
+def test_every_reduction_axis_and_keepdims(name, dtype):
+    xs = _data(dtype)
+    x = ex.asarray(xs)
+    if name in ("var", "std", "mean") and dtype == np.bool_:
+        axes = [None, 1]
+    else:
+        axes = AXES if dtype in (np.float64, np.int32) else [None, -1, (0, 2)]
+    for axis in axes:
+        for keepdims in (False, True):
+            want = _numpy(name, xs, axis=axis, keepdims=keepdims)
+            got = getattr(ex, name)(x, axis=axis, keepdims=keepdims).numpy()
+            _check(np.asarray(got), np.asarray(want), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", ["argmax", "argmin"])
+def test_arg_reductions(name, dtype):
+    xs = _data(dtype)
+    xs.flat[[7, 30, 31]] = xs.max() if name == "argmax" else xs.min()   # ties: the first wins
+    x = ex.asarray(xs)
+    for axis in (None, 0, 1, 2, -1):
+        for keepdims in (False, True):
+            np.testing.assert_array_equal(getattr(ex, name)(x, axis=axis, keepdims=keepdims).numpy(),
+                                          getattr(np, name)(xs, axis=axis, keepdims=keepdims))
+
+
+def test_nan_propagates_like_numpy():
+    xs = np.array([[1.0, np.nan, 3.0, np.nan], [4.0, 2.0, -np.inf, 0.0], [np.nan] * 4])
+    x = ex.asarray(xs)
+    for name in ("sum", "prod", "max", "min", "mean", "argmax", "argmin"):
+        for axis in (None, 0, 1):
+            np.testing.assert_array_equal(getattr(ex, name)(x, axis=axis).numpy(), _numpy(name, xs, axis=axis),
+                                          err_msg=f"{name} axis={axis}")
+
+
+def test_empty_and_size_one_axes():
+    for shape, axis in [((0, 3), 0), ((3, 0), 1), ((0, 3), None), ((1, 4), 0), ((4, 1), 1), ((0, 0), 1)]:
+        xs = np.zeros(shape, np.float64)
+        x = ex.asarray(xs)
+        for name in ("sum", "prod", "any", "all", "mean"):
+            _check(np.asarray(getattr(ex, name)(x, axis=axis).numpy()), np.asarray(_numpy(name, xs, axis=axis)),
+                   np.float64)
+        for name in ("max", "argmin"):
+            try:
+                want = _numpy(name, xs, axis=axis)
+            except ValueError:
+                with pytest.raises(ValueError, match="zero-size|empty"):
+                    getattr(ex, name)(x, axis=axis)
+            else:
+                np.testing.assert_array_equal(getattr(ex, name)(x, axis=axis).numpy(), want)
+
+
+def test_integer_sums_accumulate_in_int64():
+    xs = np.full(1000, 2**30, np.int32)
+    assert ex.sum(ex.asarray(xs)).numpy() == 1000 * 2**30
+    assert ex.sum(ex.asarray(xs)).dtype == np.int64
+    assert ex.sum(ex.asarray(np.ones(5, bool))).numpy() == 5
+
+
+def test_float32_sum_is_at_least_as_accurate_as_numpy_at_1e7():
+    xs = np.random.default_rng(1).random(10_000_000, dtype=np.float32) + np.float32(0.5)
+    exact = math.fsum(xs.astype(np.float64))
+    ours = float(ex.sum(ex.asarray(xs)).numpy())
+    numpys = float(np.sum(xs))
+    assert abs(ours - exact) <= abs(numpys - exact) + np.spacing(np.float32(exact))
+
+
+def test_the_issue_examples_fuse():
+    rng = np.random.default_rng(2)
+    pred, target = rng.standard_normal(10_000).astype(np.float32), rng.standard_normal(10_000).astype(np.float32)
+    logits = rng.standard_normal((64, 33)).astype(np.float32)
+    xs = rng.standard_normal((50, 40))
+    ex.reset_stats()
+    loss = ((ex.asarray(pred) - ex.asarray(target)) ** 2).mean()
+    np.testing.assert_allclose(loss.numpy(), ((pred - target) ** 2).mean(), rtol=1e-6)
+    assert ex.stats()["kernels_launched"] == 1
+    ex.reset_stats()
+    p = ex.softmax(ex.asarray(logits), axis=-1).numpy()
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    np.testing.assert_allclose(p, e / e.sum(-1, keepdims=True), rtol=1e-6, atol=1e-7)
+    assert ex.stats()["kernels_launched"] <= 2
+    ex.reset_stats()
+    x = ex.asarray(xs)
+    z = (x - x.mean(axis=1, keepdims=True)) / ex.sqrt(x.var(axis=1, keepdims=True) + 1e-5)
+    assert "reduces axes (1,)" in ex.explain(z)
+    ex.reset_stats()
+    want = (xs - xs.mean(1, keepdims=True)) / np.sqrt(xs.var(1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(z.numpy(), want, rtol=1e-12)
+    assert ex.stats()["kernels_launched"] == 1
+
+
+@pytest.mark.parametrize("axis", [-1, 0, None])
+def test_logsumexp_softmax_log_softmax(axis):
+    xs = np.random.default_rng(3).standard_normal((7, 9)) * 30
+    xs[2] = -np.inf
+    x = ex.asarray(xs)
+    with np.errstate(all="ignore"):
+        top = np.max(xs, axis=axis, keepdims=True)
+        safe = np.where(np.isfinite(top), top, 0)
+        lse = np.log(np.sum(np.exp(xs - safe), axis=axis, keepdims=True)) + safe
+        np.testing.assert_allclose(ex.logsumexp(x, axis=axis, keepdims=True).numpy(), lse, rtol=1e-12)
+        soft = np.exp(xs - safe) / np.sum(np.exp(xs - safe), axis=axis, keepdims=True)
+        np.testing.assert_allclose(ex.softmax(x, axis=axis).numpy(), soft, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(ex.log_softmax(x, axis=axis).numpy(), xs - lse, rtol=1e-12, atol=1e-12,
+                                   equal_nan=True)
+
+
+VIEW_CHAINS = {
+    "issue": lambda a: a[::2, 1:].T.reshape(-1),
+    "negative steps": lambda a: a[::-1, ::-3],
+    "int and None": lambda a: a[1, None, ::2],
+    "ellipsis": lambda a: a[..., 2],
+    "transpose": lambda a: a.transpose(1, 0),
+    "swapaxes": lambda a: a.swapaxes(0, 1)[::2],
+    "expand_squeeze": lambda a: a[:, None, :].squeeze(1)[:, ::-1],
+    "broadcast": lambda a: a[0].reshape(1, -1)[0, ::2],
+    "flip": lambda a: a[::-1].T[::-1],
+    "view of view of view": lambda a: a.T[2:].T.reshape(3, 2, -1)[:, ::-1],
+}
+
+
+def _numpy_chain(name, a):
+    mapping = {"expand_squeeze": lambda b: np.squeeze(b[:, None, :], 1)[:, ::-1]}
+    return mapping.get(name, VIEW_CHAINS[name])(a)
+
+
+@pytest.mark.parametrize("name", sorted(VIEW_CHAINS))
+def test_views_match_numpy_views(name):
+    base = np.arange(6 * 10, dtype=np.float64).reshape(6, 10)
+    strided = np.arange(12 * 20, dtype=np.float64).reshape(12, 20)[::2, ::2]
+    for data in (base, strided):
+        want = _numpy_chain(name, data)
+        view = VIEW_CHAINS[name](ex.asarray(data))
+        np.testing.assert_array_equal(view.numpy(), want)
+        if np.shares_memory(want, data):
+            assert np.shares_memory(view.numpy(), data), "a view of a buffer must not copy"
+        # the same view of a lazy expression and of a reduction's result
+        np.testing.assert_array_equal(VIEW_CHAINS[name](ex.asarray(data) * 2 + 1).numpy(), want * 2 + 1)
+    cube = np.arange(2 * 6 * 10, dtype=np.float64).reshape(2, 6, 10)
+    np.testing.assert_array_equal(VIEW_CHAINS[name](ex.sum(ex.asarray(cube), axis=0)).numpy(),
+                                  _numpy_chain(name, cube.sum(0)))
+
+
+def test_view_functions():
+    xs = np.arange(24.0).reshape(2, 3, 4)
+    x = ex.asarray(xs)
+    np.testing.assert_array_equal(ex.permute_dims(x, (2, 0, 1)).numpy(), np.permute_dims(xs, (2, 0, 1)))
+    np.testing.assert_array_equal(ex.expand_dims(x, (0, -1)).numpy(), np.expand_dims(xs, (0, -1)))
+    np.testing.assert_array_equal(ex.broadcast_to(x[:, :1], (2, 3, 4)).numpy(), np.broadcast_to(xs[:, :1], (2, 3, 4)))
+    np.testing.assert_array_equal(ex.flip(x, (0, 2)).numpy(), np.flip(xs, (0, 2)))
+    np.testing.assert_array_equal(x.T.numpy(), xs.T)
+    np.testing.assert_array_equal(ex.reshape(x * 1.5, (4, -1)).numpy(), (xs * 1.5).reshape(4, -1))
+    with pytest.raises(TypeError, match="immutable"):
+        x[0] = 1
+
+
+def test_errors_name_the_problem():
+    x = ex.asarray(np.zeros((3, 4)))
+    with pytest.raises(np.exceptions.AxisError, match="axis 2 is out of bounds"):
+        x.sum(axis=2)
+    with pytest.raises(ValueError, match=r"shape \(3, 4\).*into shape \(5,\)"):
+        x.reshape(5)
+    with pytest.raises(IndexError, match="index 3 is out of bounds"):
+        x[3]
+    with pytest.raises(ValueError, match="cannot squeeze axis 1"):
+        ex.squeeze(x, 1)
+    with pytest.raises(TypeError, match="reduction"):
+        ex.apply("sum", x)
+
+
+def test_a_chain_of_reductions_holds_no_intermediates():
+    """Each step normalises the previous one's columns: recomputed inline, so memory stays flat."""
+    xs = np.random.default_rng(4).standard_normal((2000, 500))
+    y = ex.asarray(xs)
+    for _ in range(6):
+        y = y - y.mean(axis=0, keepdims=True)
+    tracemalloc.start()
+    value = y.numpy()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1.5 * value.nbytes, f"peak {peak} bytes for a {value.nbytes}-byte result"
+    want = xs.copy()
+    for _ in range(6):
+        want = want - want.mean(axis=0, keepdims=True)
+    np.testing.assert_allclose(value, want, atol=1e-12)
+
+
+def test_softmax_of_a_400mb_array_allocates_the_output_and_o_rows():
+    rows, cols = 10_000, 10_000
+    xs = np.ones((rows, cols), np.float32)
+    xs[:, 0] = 2.0
+    x = ex.asarray(xs)
+    tracemalloc.start()
+    p = ex.softmax(x, axis=-1).numpy()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak <= p.nbytes + 64 * rows + (1 << 20), f"peak {peak} for a {p.nbytes}-byte output"
+    e = math.e
+    np.testing.assert_allclose(p[0, :2], [e / (e + cols - 1), 1 / (e + cols - 1)], rtol=1e-5)
+
+
+def test_reference_interpreter_agrees_on_reductions_and_views():
+    xs = _data(np.float64, (4, 5, 6))
+    x = ex.asarray(xs)
+    y = ex.softmax(x[::-1, 1:] * 2, axis=1).sum(axis=(0, 2))
+    (reference,) = evaluate([y._graph_node()])
+    np.testing.assert_allclose(y.numpy(), reference, rtol=1e-12)
