@@ -13,6 +13,7 @@ from __future__ import annotations
 from . import opdefs as _opdefs
 from .array import Array, apply, asarray, astype, clip, elementwise, gelu, op_function, round, where
 from .settings import configure as config, get_num_threads, set_num_threads, threads
+from .autodiff import custom_vjp, grad, stop_gradient, value_and_grad, vjp
 from .counters import reset_stats, stats
 from .functions import (all, any, argmax, argmin, broadcast_to, expand_dims, flip, log_softmax, logsumexp, max,
                         mean, min, permute_dims, prod, reshape, softmax, squeeze, std, sum, swapaxes, transpose, var)
@@ -21,7 +22,7 @@ from .realize import evaluate as _evaluate  # load the backend now: the first re
 __version__ = "0.1.0"
 
 # One function per op entry (and array-API alias) of ops/; the wrappers above take NumPy keywords.
-_WRAPPED = {"astype", "clip", "gelu", "round", "where"}
+_WRAPPED = {"astype", "clip", "gelu", "round", "where", "stop_gradient"}
 for _name, _op in _opdefs.registry().items():
     if _name not in _WRAPPED and not _op.is_reduction:   # reductions take axis=: functions.py
         globals()[_name] = op_function(_name)

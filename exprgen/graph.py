@@ -217,6 +217,7 @@ def _view(src: Node, steps: tuple, shape: tuple, memo: dict) -> Node:
         result = src
     elif src.op is BUFFER:
         result = buffer(views.apply(src.buffer, steps))
+        result.memo["view_of"] = (src, steps)   # where its values come from, for gradients
     elif src.op is VIEW:
         result = _view(src.src[0], src.arg + steps, shape, memo)
     elif src.op in reductions() or _reduces(src):

@@ -88,52 +88,70 @@ def schedule(roots: tuple[Node, ...]) -> list[Kernel]:
         if kernel is not None and len(kernel.members) >= MAX_OUTPUTS:
             close(kernel)   # gcc's compile time grows steeply with a very wide loop body
             kernel = None
-        for dep in deps[id(node)]:
+        for dep, through_view in deps[id(node)]:
             producer = home[id(dep)]
-            if producer is kernel:
+            if producer is kernel and not through_view:
                 continue
             close(producer)
-            if kernel is not None and id(kernel) in producer.after:
-                close(kernel)         # the producer needs this kernel's results first: start a new one
+            if kernel is not None and (producer is kernel or id(kernel) in producer.after):
+                close(kernel)         # the producer must finish first (a view reads its buffer): start anew
                 kernel = None
         if kernel is None:
             kernel = open_kernels[key] = Kernel(key=key)
         kernel.members.append(node)
         home[id(node)] = kernel
-        kernel.after.update(id(home[id(d)]) for d in deps[id(node)] if home[id(d)] is not kernel)
+        kernel.after.update(id(home[id(d)]) for d, _ in deps[id(node)] if home[id(d)] is not kernel)
     for kernel in list(open_kernels.values()):
         close(kernel)
 
-    read_elsewhere = {id(d) for n, ds in ((n, deps[id(n)]) for n in order if id(n) in anchors)
-                      for d in ds if home[id(d)] is not home[id(n)]}
+    read_elsewhere = {id(d) for n in order if id(n) in anchors
+                      for d, through_view in deps[id(n)] if through_view or home[id(d)] is not home[id(n)]}
     target_ids = {id(t) for t in targets}
     for kernel in emitted:
         kernel.outputs = [m for m in kernel.members if id(m) in target_ids or id(m) in read_elsewhere]
         _fill(kernel, anchors, home)
+    _note_recomputation(emitted)
     return emitted
 
 
-def _anchor_deps(node: Node, anchors: set[int]) -> list[Node]:
-    """The anchors ``node`` reads through elementwise paths (a view over an anchor counts as reading it)."""
-    found, stack, seen = [], list(node.src), set()
+def _note_recomputation(kernels: list[Kernel]) -> None:
+    """Say where a kernel recomputes values another kernel also computes (a gradient recomputing its
+    forward pass, say): the scheduler's choice of recomputing over storing, made explicit."""
+    computed_by: dict[int, int] = {}
+    for k, kernel in enumerate(kernels):
+        shared = {}
+        for node in kernel.body:
+            if id(node) in computed_by:
+                shared.setdefault(computed_by[id(node)], []).append(node)
+            else:
+                computed_by[id(node)] = k
+        for other, nodes in shared.items():
+            kernel.reasons.append(f"recomputes {len(nodes)} op(s) that kernel {other} also computes, instead of "
+                                  f"storing them: an elementwise value costs less to recompute than to write and read")
+
+
+def _anchor_deps(node: Node, anchors: set[int]) -> list[tuple[Node, bool]]:
+    """(anchor, through a view?) for the anchors ``node`` reads through elementwise paths. A view is read
+    from its source's buffer, so that source must come from an earlier kernel."""
+    found, stack, seen = [], [(s, False) for s in node.src], set()
     while stack:
-        n = stack.pop()
-        if id(n) in seen:
+        n, through_view = stack.pop()
+        if (id(n), through_view) in seen:
             continue
-        seen.add(id(n))
+        seen.add((id(n), through_view))
         if id(n) in anchors:
-            found.append(n)
+            found.append((n, through_view))
         elif n.op is VIEW:
-            stack.append(n.src[0])
+            stack.append((n.src[0], True))
         elif n.op not in LEAVES:
-            stack.extend(n.src)
+            stack.extend((s, through_view) for s in n.src)
     return found
 
 
 def _group_key(node: Node, deps: list[Node], reduce_ops) -> tuple:
     if node.op in reduce_ops:
         return ("rows", node.src[0].shape, node.arg[0])
-    groups = {("rows", d.src[0].shape, d.arg[0]) for d in deps if d.op in reduce_ops}
+    groups = {("rows", d.src[0].shape, d.arg[0]) for d, _ in deps if d.op in reduce_ops}
     if len(groups) == 1:
         (group,) = groups
         full = group[1]

@@ -10,8 +10,8 @@ from exprgen.kernelset import standard_kernels
 PACKAGE = Path(__file__).resolve().parent.parent / "exprgen"
 
 # Each module may import only modules before it (pipeline order), at module level.
-ORDER = ["resources", "dtypes", "counters", "settings", "opdefs", "graph", "reference", "pattern", "rules",
-         "schedule", "render", "backends.cpu", "cache", "memory", "kernelset", "realize", "array", "report",
+ORDER = ["resources", "dtypes", "counters", "settings", "views", "opdefs", "graph", "reference", "pattern", "rules",
+         "schedule", "render", "backends.cpu", "cache", "memory", "kernelset", "prebuild", "realize", "array", "functions", "autodiff", "report",
          "__init__", "cli", "testing"]
 
 

@@ -1,0 +1,213 @@
+"""Autodiff: every op's backward formula against finite differences, grad of grad, reductions and views,
+fusion of the backward pass, and the API's errors."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import exprgen as ex
+from exprgen import opdefs
+
+NON_DIFFERENTIABLE = {
+    "equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "logical_and", "logical_or",
+    "logical_xor", "logical_not", "isnan", "isinf", "isfinite", "signbit", "floor", "ceil", "trunc", "round",
+    "sign", "floor_divide", "stop_gradient", "any", "all", "argmax", "argmin",
+}
+# Excluded from the finite-difference sweep: astype changes dtype (tested below); where's condition is bool.
+SPECIAL = {"astype", "where"}
+N = 6
+
+
+def test_every_op_without_a_backward_formula_is_non_differentiable():
+    missing = {op.name for op in opdefs.canonical_ops(builtin_only=True) if op.vjp is None}
+    assert missing == NON_DIFFERENTIABLE
+
+
+def _points(op, rng):
+    """Inputs inside each domain, away from its edges (kinks and poles live there)."""
+    values = []
+    for domain in op.domains:
+        low, high = domain.low, domain.high
+        span = high - low
+        values.append(rng.uniform(low + 0.1 * span, high - 0.1 * span, N))
+    return values
+
+
+def _numeric_gradient(op, inputs, which):
+    """Central differences of sum(op(inputs)) in input ``which``, elementwise (ops act pointwise)."""
+    h = 1e-6 * np.maximum(1.0, np.abs(inputs[which]))
+    plus, minus = list(inputs), list(inputs)
+    plus[which] = inputs[which] + h
+    minus[which] = inputs[which] - h
+    with np.errstate(all="ignore"):
+        return (np.asarray(op.numpy(*plus), np.float64) - np.asarray(op.numpy(*minus), np.float64)) / (2 * h)
+
+
+DIFFERENTIABLE = [op for op in opdefs.canonical_ops(builtin_only=True)
+                  if op.vjp is not None and op.kind != "reduce" and op.name not in SPECIAL]
+
+
+def test_every_differentiable_op_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    cases = []
+    for op in DIFFERENTIABLE:
+        inputs = _points(op, rng)
+        grads = ex.grad(lambda *a: ex.apply(op.name, *a).sum(), argnums=tuple(range(op.arity)))(*inputs)
+        cases += [(op, inputs, k, g) for k, g in enumerate(grads)]
+    values = ex.eval(*[g for *_, g in cases])   # all gradients at once: few kernels to compile
+    for (op, inputs, k, _), got in zip(cases, values):
+        np.testing.assert_allclose(got, _numeric_gradient(op, inputs, k), rtol=2e-5, atol=1e-7,
+                                   err_msg=f"d {op.name} / d {op.inputs[k]}")
+
+
+def test_grad_of_grad_for_every_differentiable_unary_op():
+    rng = np.random.default_rng(1)
+    unary = [op for op in DIFFERENTIABLE if op.arity == 1]
+    second, first_plus, first_minus, steps = [], [], [], []
+    for op in unary:
+        (x,) = _points(op, rng)
+        h = 1e-5 * np.maximum(1.0, np.abs(x))
+        steps.append(h)
+        derivative = ex.grad(lambda a, op=op: ex.apply(op.name, a).sum())
+        second.append(ex.grad(lambda a, d=derivative: d(a).sum())(x))
+        first_plus.append(derivative(x + h))
+        first_minus.append(derivative(x - h))
+    values = ex.eval(*second, *first_plus, *first_minus)
+    k = len(unary)
+    for i, (op, points) in enumerate(zip(unary, steps)):
+        numeric = (values[k + i] - values[2 * k + i]) / (2 * points)
+        np.testing.assert_allclose(values[i], numeric, rtol=1e-4, atol=1e-6, err_msg=f"d2 {op.name}")
+
+
+def _numeric(f, x, h=1e-6):
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[i] = h
+        grad[i] = (f(x + step) - f(x - step)) / (2 * h)
+    return grad
+
+
+REDUCING = {
+    "sum": (lambda a: (a.sum(axis=1) ** 2).sum(), lambda a: (a.sum(axis=1) ** 2).sum()),
+    "mean": (lambda a: (a.mean(axis=0) ** 3).sum(), lambda a: (a.mean(axis=0) ** 3).sum()),
+    "prod": (lambda a: a.prod(axis=1).sum(), lambda a: a.prod(axis=1).sum()),
+    "max": (lambda a: (a.max(axis=1) * a.min()).sum(), lambda a: (a.max(axis=1) * a.min()).sum()),
+    "var_std": (lambda a: a.var(axis=1, ddof=1).sum() + a.std(), lambda a: a.var(axis=1, ddof=1).sum() + a.std()),
+    "logsumexp": (lambda a: ex.logsumexp(a, axis=1).sum(), lambda a: np.log(np.exp(a).sum(1)).sum()),
+    "softmax": (lambda a: (ex.softmax(a, axis=1) * ex.asarray(np.arange(12.0).reshape(3, 4))).sum(),
+                lambda a: (np.exp(a) / np.exp(a).sum(1, keepdims=True) * np.arange(12.0).reshape(3, 4)).sum()),
+    "log_softmax": (lambda a: ex.log_softmax(a, axis=0).max(),
+                    lambda a: (a - np.log(np.exp(a).sum(0, keepdims=True))).max()),
+    "views": (lambda a: (a.T[::-1].reshape(2, 6) * ex.asarray(np.arange(12.0).reshape(2, 6))).sum()
+              + (ex.broadcast_to(a[:, None, :], (3, 2, 4)) ** 2).sum() + ex.flip(a, 1)[..., ::-1].sum(),
+              lambda a: (a.T[::-1].reshape(2, 6) * np.arange(12.0).reshape(2, 6)).sum()
+              + (np.broadcast_to(a[:, None, :], (3, 2, 4)) ** 2).sum() + a.sum()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REDUCING))
+def test_reductions_and_views_match_finite_differences(name):
+    ours, reference = REDUCING[name]
+    x = np.random.default_rng(2).uniform(0.5, 1.5, (3, 4))
+    np.testing.assert_allclose(ex.grad(ours)(x).numpy(), _numeric(reference, x), rtol=1e-5, atol=1e-8)
+
+
+SMOOTH = ["exp", "sin", "tanh", "sigmoid", "square", "softplus", "arctan", "cos"]
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.sampled_from(SMOOTH), min_size=1, max_size=4), st.sampled_from([None, 0, 1]))
+def test_random_compositions_match_finite_differences(chain, axis):
+    x = np.random.default_rng(len(chain)).uniform(-1, 1, (3, 4))
+
+    def build(a, apply):
+        for name in chain:
+            a = apply(name, a)
+        return a
+
+    ours = lambda a: (build(a, ex.apply).mean(axis=axis) ** 2).sum()  # noqa: E731
+    reference = lambda a: (build(a, lambda n, v: opdefs.get(n).numpy(v)).mean(axis=axis) ** 2).sum()  # noqa: E731
+    np.testing.assert_allclose(ex.grad(ours)(x).numpy(), _numeric(reference, x), rtol=1e-5, atol=1e-9)
+
+
+def test_conventions_at_kinks_and_ties_follow_jax():
+    assert ex.grad(lambda a: ex.abs(a).sum())(np.array([0.0, -2.0])).numpy().tolist() == [1.0, -1.0]
+    assert ex.grad(lambda a: ex.relu(a).sum())(np.array([0.0, 2.0])).numpy().tolist() == [0.0, 1.0]
+    assert ex.grad(lambda a: ex.maximum(a, 1.0).sum())(np.array([1.0, 2.0])).numpy().tolist() == [0.5, 1.0]
+    assert ex.grad(lambda a: a.max())(np.array([1.0, 3.0, 3.0])).numpy().tolist() == [0.0, 0.5, 0.5]
+    assert ex.grad(lambda a: ex.clip(a, 0.0, 1.0).sum())(np.array([0.0, 0.5, 2.0])).numpy().tolist() == [0.5, 1, 0]
+    got = ex.grad(lambda a: ex.where(a > 0, a * 3, a * 5).sum())(np.array([-1.0, 1.0])).numpy()
+    assert got.tolist() == [5.0, 3.0]
+
+
+def test_against_jax_when_installed():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    x = np.random.default_rng(3).standard_normal((4, 5))
+
+    def build(m):
+        return lambda a: (m.tanh(a * 1.5) * m.exp(-a * a)).sum() / (1 + (a ** 2).sum())
+
+    ours = ex.grad(build(ex))(x).numpy()
+    theirs = np.asarray(jax.grad(build(jnp))(jnp.asarray(x)))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-9)
+
+
+def test_the_loss_gradient_fuses_into_two_kernels():
+    rng = np.random.default_rng(4)
+    n = 50_000
+    x, t = rng.standard_normal(n).astype(np.float32), rng.random(n).astype(np.float32)
+    w, b = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    xa, ta = ex.asarray(x), ex.asarray(t)
+
+    def loss(w, b):
+        return ((ex.sigmoid(xa * w + b) - ta) ** 2).mean()
+
+    ex.reset_stats()
+    dw, db = ex.grad(loss, argnums=(0, 1))(w, b)
+    gw, gb = ex.eval(dw, db)
+    assert ex.stats()["kernels_launched"] == 1
+    ex.reset_stats()
+    value, (dw, db) = ex.value_and_grad(loss, argnums=(0, 1))(w, b)
+    assert "recomputes" in ex.explain(value, dw, db)
+    v, gw2, gb2 = ex.eval(value, dw, db)
+    assert ex.stats()["kernels_launched"] == 2
+    s = 1 / (1 + np.exp(-(x.astype(np.float64) * w + b)))
+    want_b = 2 * (s - t) * s * (1 - s) / n
+    np.testing.assert_allclose(gb, want_b, rtol=1e-4, atol=1e-10)
+    np.testing.assert_allclose(gw, want_b * x, rtol=1e-4, atol=1e-10)
+    assert gw.dtype == np.float32 and np.array_equal(gw, gw2)
+    np.testing.assert_allclose(v, ((s - t) ** 2).mean(), rtol=1e-5)
+
+
+def test_vjp_hvp_stop_gradient_and_custom_vjp():
+    out, pullback = ex.vjp(lambda a, b: ex.exp(a) * b, np.array([0.0, 1.0]), np.array([2.0, 3.0]))
+    ga, gb = pullback(np.array([1.0, 10.0]))
+    np.testing.assert_allclose(ga.numpy(), [2.0, 30 * np.e])
+    np.testing.assert_allclose(gb.numpy(), [1.0, 10 * np.e])
+    f = lambda a: (ex.sin(a) * a).sum()  # noqa: E731
+    x, v = np.linspace(-1, 1, 5), np.linspace(2, 3, 5)
+    hvp = ex.grad(lambda a: (ex.grad(f)(a) * ex.asarray(v)).sum())(x)
+    np.testing.assert_allclose(hvp.numpy(), (2 * np.cos(x) - x * np.sin(x)) * v, rtol=1e-12)
+    assert ex.grad(lambda a: (ex.stop_gradient(a) * a).sum())(np.array([3.0])).numpy().tolist() == [3.0]
+
+    @ex.custom_vjp
+    def clipped_identity(a):
+        return a * 1.0
+
+    clipped_identity.defvjp(lambda a: (a * 1.0, a), lambda a, g: (ex.clip(g, -1.0, 1.0),))
+    got = ex.grad(lambda a: (clipped_identity(a) * 5.0).sum())(np.array([1.0, 2.0])).numpy()
+    assert got.tolist() == [1.0, 1.0]
+
+
+def test_errors():
+    with pytest.raises(TypeError, match="int32"):
+        ex.grad(lambda a: (a * 2.0).sum())(np.ones(3, np.int32))
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        ex.grad(lambda a: a * 2.0)(np.ones(3))
+    with pytest.raises(NotImplementedError, match="indexing"):
+        ex.grad(lambda a: a[1:].sum())(np.ones(3))
+    with pytest.raises(ValueError, match="argnums"):
+        ex.grad(lambda a: a.sum(), argnums=2)(np.ones(3))
