@@ -15,8 +15,9 @@ from .array import Array, apply, asarray, astype, clip, elementwise, gelu, op_fu
 from .settings import configure as config, get_num_threads, set_num_threads, threads
 from .autodiff import custom_vjp, grad, stop_gradient, value_and_grad, vjp
 from .counters import reset_stats, stats
-from .functions import (all, any, argmax, argmin, broadcast_to, expand_dims, flip, log_softmax, logsumexp, max,
-                        mean, min, permute_dims, prod, reshape, softmax, squeeze, std, sum, swapaxes, transpose, var)
+from .functions import (all, any, argmax, argmin, broadcast_to, concatenate, expand_dims, flip, log_softmax,
+                        logsumexp, max, mean, min, permute_dims, prod, reshape, softmax, squeeze, stack, std, sum,
+                        swapaxes, transpose, var)
 from .realize import evaluate as _evaluate  # load the backend now: the first result should not wait for it
 
 __version__ = "0.1.0"

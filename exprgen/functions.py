@@ -8,10 +8,16 @@ each into one rows kernel (a reduced value kept as a size-1 axis broadcasts back
 
 from __future__ import annotations
 
+import builtins
 import math
+
+import numpy as np
 
 from . import graph, opdefs, views
 from .array import Array, apply, asarray, astype
+from .realize import evaluate
+
+builtins_sum = builtins.sum   # this module defines sum, max, min, any and all as NumPy does
 
 
 def _node(x):
@@ -202,6 +208,50 @@ def flip(x, axis=None) -> Array:
 def getitem(x, key) -> Array:
     """Basic indexing (ints, slices with any step, None, Ellipsis): a view."""
     return _view(x, views.index_step(key))
+
+
+def concatenate(arrays, axis: int = 0) -> Array:
+    """Join arrays along an existing axis. The result materialises: every part is computed in one
+    evaluation pass, straight into its slice of one output buffer (parts of one shape share a kernel,
+    so ``stack`` is one kernel; parts of different shapes take one kernel per shape)."""
+    parts = [a if isinstance(a, Array) else asarray(a) for a in arrays]
+    if not parts:
+        raise ValueError("need at least one array to concatenate")
+    ndim = parts[0].ndim
+    if ndim == 0:
+        raise ValueError("zero-dimensional arrays cannot be concatenated")
+    (axis,) = graph.normalize_axes(axis, ndim)
+    first = parts[0].shape[:axis] + parts[0].shape[axis + 1:]
+    for p in parts[1:]:
+        if p.ndim != ndim or p.shape[:axis] + p.shape[axis + 1:] != first:
+            raise ValueError(f"all arrays must match except along axis {axis}: {parts[0].shape} and {p.shape}")
+    dtype = np.result_type(*[p.dtype for p in parts])
+    parts = [astype(p, dtype) for p in parts]
+    shape = list(parts[0].shape)
+    shape[axis] = builtins_sum(p.shape[axis] for p in parts)
+    result = np.empty(shape, dtype)
+    slices, start = [], 0
+    for p in parts:
+        index = [slice(None)] * ndim
+        index[axis] = slice(start, start + p.shape[axis])
+        slices.append(result[tuple(index)])
+        start += p.shape[axis]
+    pending = [(p, s) for p, s in zip(parts, slices) if p.size]
+    if pending:
+        evaluate(tuple(p._graph_node() for p, _ in pending), out=[s for _, s in pending])
+    return asarray(result)
+
+
+def stack(arrays, axis: int = 0) -> Array:
+    """Join arrays of one shape along a new axis (materialises, like ``concatenate``)."""
+    parts = [a if isinstance(a, Array) else asarray(a) for a in arrays]
+    if not parts:
+        raise ValueError("need at least one array to stack")
+    shapes = {p.shape for p in parts}
+    if len(shapes) > 1:
+        raise ValueError(f"all input arrays must have the same shape, got {sorted(shapes)}")
+    (axis,) = graph.normalize_axes(axis, parts[0].ndim + 1)
+    return concatenate([expand_dims(p, axis) for p in parts], axis)
 
 
 def _setitem(self, key, value):

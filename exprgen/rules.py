@@ -158,6 +158,22 @@ def _gelu(node: Node, reads: set) -> Node | None:
     return None
 
 
+def _reassociate(node: Node, reads: set) -> Node | None:
+    """(x + a) + b -> x + (a + b) and (x * a) * b -> x * (a * b), a and b Python scalars: one rounding
+    instead of two, so the result may differ in the last bit (a fast-math rule)."""
+    if node.op not in ("add", "multiply") or node.src[1].op is not SCALAR or node.src[0].op != node.op:
+        return None
+    inner = node.src[0]
+    if inner.src[1].op is not SCALAR or type(inner.src[1].arg) is not type(node.src[1].arg):
+        return None
+    reads.update((inner.src[1], node.src[1]))
+    a, b = inner.src[1].arg, node.src[1].arg
+    combined = a + b if node.op == "add" else a * b
+    if isinstance(combined, float) and not math.isfinite(combined):
+        return None
+    return graph.apply(node.op, inner.src[0], graph.scalar(combined))
+
+
 FOLD = [
     Rule("op(scalars...) -> its value", None, _fold),
 ]
@@ -197,7 +213,11 @@ RECOGNISE = [
     Rule("where(x>0, x, 0) -> relu(x)", call("where", Pat.apply("greater", x, 0), x, 0), unary("relu"), "fast"),
 ]
 
-BUILTIN = FOLD + EXACT + ACCURATE + RECOGNISE
+FAST = [
+    Rule("(x+a)+b -> x+(a+b), (x*a)*b -> x*(a*b)", None, _reassociate, "fast"),
+]
+
+BUILTIN = FOLD + EXACT + ACCURATE + RECOGNISE + FAST
 USER: list[Rule] = []
 # What a user rule's replacement function receives for each variable. array.py sets it to Array (it sits
 # above this module in the pipeline), so users write replacements with the ordinary operators.

@@ -248,3 +248,18 @@ def test_reference_interpreter_agrees_on_reductions_and_views():
     y = ex.softmax(x[::-1, 1:] * 2, axis=1).sum(axis=(0, 2))
     (reference,) = evaluate([y._graph_node()])
     np.testing.assert_allclose(y.numpy(), reference, rtol=1e-12)
+
+
+def test_concatenate_and_stack_materialise_into_one_buffer():
+    a, b = np.arange(6.0).reshape(2, 3), np.arange(9.0).reshape(3, 3)
+    joined = ex.concatenate([ex.asarray(a) * 2, ex.exp(ex.asarray(b))], axis=0)
+    np.testing.assert_allclose(joined.numpy(), np.concatenate([a * 2, np.exp(b)]))
+    ex.reset_stats()
+    stacked = ex.stack([ex.asarray(a) + 1, ex.asarray(a) * 2, ex.asarray(a)], axis=-1)
+    np.testing.assert_array_equal(stacked.numpy(), np.stack([a + 1, a * 2, a], axis=-1))
+    assert ex.stats()["kernels_launched"] == 1
+    assert ex.concatenate([np.ones(2, np.int32), np.ones(3)]).dtype == np.float64
+    with pytest.raises(ValueError, match="except along axis 0"):
+        ex.concatenate([a, np.ones((2, 2))], axis=0)
+    with pytest.raises(ValueError, match="same shape"):
+        ex.stack([a, b])
