@@ -48,8 +48,9 @@ class CompileError(RuntimeError):
 def compiler() -> str:
     cxx = os.environ.get("CXX")
     if cxx and not shutil.which(cxx):  # a typo in CXX must not silently pick another compiler
-        raise CompilerMissing(f"CXX={cxx!r} is not an executable: fix CXX or unset it to use g++; "
-                              f"until then exprgen runs its NumPy interpreter")
+        raise CompilerMissing(f"CXX={cxx!r} is not an executable: fix CXX, or unset it to use g++ (install g++, "
+                              f"e.g. `apt-get install g++`, if it is missing); until then exprgen runs its NumPy "
+                              f"interpreter")
     for candidate in (cxx, "g++", "c++"):
         if candidate and shutil.which(candidate):
             return shutil.which(candidate)
