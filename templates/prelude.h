@@ -163,8 +163,26 @@ static inline double gelu(double x) { return 0.5 * x * erfc(-x * 0.7071067811865
 static inline double gelu_tanh(double x) {
   return x * logistic(2.0 * (0.7978845608028654 * (x + 0.044715 * x * x * x)));
 }
-static inline float gelu(float x) { return (float)gelu((double)x); }
-static inline float gelu_tanh(float x) { return (float)gelu_tanh((double)x); }
+}  // namespace eg
+
+// The float versions work in double through libmvec's vector double functions (bound to the same glibc
+// symbols under other names): their last-bit error is far below float's and vanishes in the rounding, and
+// it keeps the loop vectorised. The float64 ops themselves keep glibc's scalar functions (see the top).
+extern "C" {
+__attribute__((simd("notinbranch"))) double eg_wide_exp(double) noexcept __asm__("exp");
+__attribute__((simd("notinbranch"))) double eg_wide_erfc(double) noexcept __asm__("erfc");
+}
+
+namespace eg {
+static inline float gelu(float x) { return (float)(0.5 * (double)x * eg_wide_erfc(-(double)x * 0.7071067811865476)); }
+static inline float gelu_tanh(float x) {
+  const double d = x, z = 2.0 * (0.7978845608028654 * (d + 0.044715 * d * d * d));
+  const double e = eg_wide_exp(-__builtin_fabs(z));
+  // logistic(z) = (z >= 0 ? 1 : e) / (1 + e), the select as arithmetic: gcc will not vectorise a double
+  // comparison inside a float loop, but it does vectorise copysign.
+  const double positive = 0.5 + __builtin_copysign(0.5, z);
+  return (float)(d * ((e + positive * (1.0 - e)) / (1.0 + e)));
+}
 
 }  // namespace eg
 
