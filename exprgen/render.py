@@ -185,12 +185,12 @@ def _render_rows(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
         reductions_info += entries
         known |= {id(m) for m in members}
         row_nodes = [n for n in kernel.body if id(n) in per_row and n.op not in reduce_ops and passes[id(n)] == p + 1]
-        row_statements = []
+        # One closure for the whole pass, so values two per-row nodes share are declared once.
+        local, local_names = emit([s for n in row_nodes for s in n.src], known)
+        row_statements = [f"const {s['ctype']} {s['name']} = {s['expr']};" for s in local]
         for node in row_nodes:
-            local, local_names = emit(list(node.src), known)
-            row_statements += [f"const {s['ctype']} {s['name']} = {s['expr']};" for s in local]
             row_statements.append(f"r.{per_row[id(node)]} = {_call(node, local_names, functions)};")
-            known.add(id(node))
+        known |= {id(n) for n in row_nodes}
         phases.append({"reductions": entries, "statements": statements, "row_statements": row_statements})
     first_out = len(kernel.inputs)
     element_outputs = [(i, n) for i, n in enumerate(kernel.outputs) if id(n) not in per_row]
@@ -241,7 +241,9 @@ def describe(node: Node, names: dict[int, str], body: list[Node], budget: int = 
         for k, s in enumerate(n.src):
             out.append(", " if k else "")
             walk(s)
-        out.append("".join(f", {p}" for p in n.arg) + ")")
+        # A reduction's axes are loop geometry (arguments), not code: naming them would split the cache.
+        params = () if n.op in reductions() else n.arg
+        out.append("".join(f", {p}" for p in params) + ")")
 
     walk(node)
     text = "".join(out)

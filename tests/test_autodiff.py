@@ -211,3 +211,23 @@ def test_errors():
         ex.grad(lambda a: a[1:].sum())(np.ones(3))
     with pytest.raises(ValueError, match="argnums"):
         ex.grad(lambda a: a.sum(), argnums=2)(np.ones(3))
+
+
+def test_grad_of_grad_through_a_rows_kernel():
+    """Regression: two per-row values sharing inputs in one pass (the Hessian of logsumexp) compiled
+    to a kernel declaring the shared values twice."""
+    xs = np.random.default_rng(5).standard_normal((20, 6))
+    x = ex.asarray(xs)
+
+    def f(w):
+        return ex.logsumexp(x * w, axis=1).mean()
+
+    def numeric_f(w):
+        z = xs * w
+        top = z.max(1, keepdims=True)
+        return (np.log(np.exp(z - top).sum(1)) + top[:, 0]).mean()
+
+    w0 = np.linspace(-1, 1, 6)
+    hvp = ex.grad(lambda w: (ex.grad(f)(w) * ex.asarray(w0)).sum())(w0)
+    directional = lambda w: _numeric(numeric_f, w) @ w0  # noqa: E731
+    np.testing.assert_allclose(hvp.numpy(), _numeric(directional, w0, h=1e-4), rtol=1e-4, atol=1e-6)
