@@ -172,7 +172,8 @@ def _contributions(node: Node, g: Array):
     if op.vjp is None:
         return []
     env = {"g": g, "out": Array(node)}
-    env.update(zip(op.inputs, (Array(s) for s in node.src)))
+    # A Python scalar operand stays a Python scalar: weakly typed, so float32 gradients stay float32.
+    env.update(zip(op.inputs, (s.arg if s.op is SCALAR else Array(s) for s in node.src)))
     env.update(zip(op.params, node.arg))
     pairs = []
     for source, formula in zip(node.src, op.vjp):

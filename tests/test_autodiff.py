@@ -231,3 +231,12 @@ def test_grad_of_grad_through_a_rows_kernel():
     hvp = ex.grad(lambda w: (ex.grad(f)(w) * ex.asarray(w0)).sum())(w0)
     directional = lambda w: _numeric(numeric_f, w) @ w0  # noqa: E731
     np.testing.assert_allclose(hvp.numpy(), _numeric(directional, w0, h=1e-4), rtol=1e-4, atol=1e-6)
+
+
+def test_backward_formulas_keep_python_scalars_weak():
+    """Regression: power's gradient saw its Python exponent as an array, so y - 1 became a strong int64
+    and a float32 gradient ran pow() in float64 for every element."""
+    g = ex.grad(lambda a: (a ** 2).sum())(np.linspace(-1, 1, 5, dtype=np.float32))
+    assert g.dtype == np.float32
+    assert "float64" not in ex.explain(g)
+    np.testing.assert_allclose(g.numpy(), 2 * np.linspace(-1, 1, 5, dtype=np.float32), rtol=1e-6)
