@@ -19,6 +19,7 @@ Only exprgen's public API is used: the internals are being reworked and the benc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -109,9 +110,9 @@ def jax_functions(jax, jnp):
     }
 
 
-def make_inputs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+def make_inputs(n: int | tuple, seed: int = 0, names=("x", "w", "b")) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {name: (rng.standard_normal(n, dtype=np.float32) * 2).astype(DTYPE) for name in ("x", "w", "b")}
+    return {name: (rng.standard_normal(n, dtype=np.float32) * 2).astype(DTYPE) for name in names}
 
 
 # -- timing ---------------------------------------------------------------------------------------------
@@ -167,12 +168,16 @@ class Timer:
                 "repeats": len(samples)}
 
 
-def exprgen_guard(ex):
+def exprgen_guard(ex, most: int | None = None):
+    """``most``: the most kernels one call may launch, where a benchmark promises fusion (checked every call)."""
     def guard(previous=None):
         launched = ex.stats()["kernels_launched"]
         if previous is not None and launched <= previous:
             raise AssertionError("exprgen launched no kernel for a freshly built expression: the benchmark "
                                  "would be timing a cached result, not a computation")
+        if previous is not None and most is not None and launched - previous > most:
+            raise AssertionError(f"exprgen launched {launched - previous} kernels for one call, at most {most} "
+                                 f"expected: the expression was not fused as promised")
         return launched
     return guard
 
@@ -460,10 +465,9 @@ def print_tables(report: dict) -> None:
     bw = report["bandwidth"]
     print()
     print(describe_bandwidth(bw))
-    load = report["meta"]["loadavg_before"]
-    if load[0] > LOAD_WARNING * (os.cpu_count() or 1):
-        print(f"WARNING: the machine was busy before the run (load average {load[0]:.2f} on {os.cpu_count()} CPUs): "
-              f"other processes share the cores, so timings, threaded ones most, are unreliable")
+    warning = load_warning(report["meta"])
+    if warning:
+        print(warning)
     for n in sorted({r["n"] for r in rows}):
         print()
         print(f"N = {n:,} float32   median time | effective GB/s | % of triad (cache-resident sizes can pass 100%)")
@@ -538,6 +542,81 @@ def targets(rows: list[dict], bandwidth: dict) -> dict:
     return {"speedup": speedup, "triad": triad}
 
 
+# -- shared with the other benchmarks in bench/ ---------------------------------------------------------
+@contextlib.contextmanager
+def private_kernel_cache(cache_dir: str | None):
+    """Kernels go to ``cache_dir``, else to a fresh temporary cache removed afterwards: first-call times then
+    mean a compile, and the user's cache is left alone. Set before exprgen is imported."""
+    if cache_dir:
+        os.environ["EXPRGEN_CACHE_DIR"] = cache_dir
+        yield
+        return
+    tmp = tempfile.mkdtemp(prefix="exprgen-bench-")
+    os.environ["EXPRGEN_CACHE_DIR"] = os.path.join(tmp, "cache")
+    try:
+        yield
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def time_engine(label: str, engine: str, call, guard, n: int, check, width: int = 20) -> dict | None:
+    """``Timer(guard).first_and_samples(call, n, check)`` after letting the previous engine settle. A peer
+    that cannot run here (torch.compile without a compiler, ...) is reported and skipped (None); exprgen's
+    failures, and every AssertionError (a wrong result, a broken guard), propagate."""
+    time.sleep(SETTLE_S)
+    try:
+        return Timer(guard).first_and_samples(call, n, check)
+    except AssertionError:
+        raise
+    except Exception as e:
+        if engine.startswith("exprgen"):
+            raise
+        print(f"  {label:<{width}} {engine:<14} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+        return None
+
+
+def describe_run(ex, peers: dict, **extra) -> dict:
+    """The versions, threads and machine behind the numbers (printed in one line, returned for the JSON)."""
+    meta = {
+        "python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu_model(),
+        "cpus": os.cpu_count(), "numpy": np.__version__, "exprgen": ex.__version__,
+        "exprgen_threads": ex.get_num_threads(), "dtype": np.dtype(DTYPE).name, **extra,
+        "loadavg_before": os.getloadavg(),
+    }
+    if "numexpr" in peers:
+        meta["numexpr"] = peers["numexpr"].__version__
+        meta["numexpr_threads"] = peers["numexpr"].get_num_threads()
+    if "jax" in peers:
+        meta["jax"] = peers["jax"][0].__version__
+        meta["jax_backend"] = peers["jax"][0].default_backend()
+    print(f"exprgen {meta['exprgen']} ({meta['exprgen_threads']} threads), numpy {meta['numpy']}, "
+          f"numexpr {meta.get('numexpr', '-')}, jax {meta.get('jax', '-')}; {meta['cpu']}, {meta['cpus']} CPUs")
+    return meta
+
+
+def load_warning(meta: dict) -> str | None:
+    load = meta["loadavg_before"]
+    if load[0] > LOAD_WARNING * (os.cpu_count() or 1):
+        return (f"WARNING: the machine was busy before the run (load average {load[0]:.2f} on {os.cpu_count()} "
+                f"CPUs): other processes share the cores, so timings, threaded ones most, are unreliable")
+    return None
+
+
+def finish_report(report: dict, started: float, json_path: str | None, print_tables) -> None:
+    report["meta"]["loadavg_after"] = os.getloadavg()
+    report["meta"]["total_seconds"] = time.perf_counter() - started
+    print_tables(report)
+    print(f"\n(total {report['meta']['total_seconds']:.0f} s)")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {json_path}")
+
+
+def missed_targets(report: dict) -> list[str]:
+    return [k for group in report["targets"].values() for k, v in group.items() if not v["pass"]]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="write every number to this JSON file")
@@ -553,32 +632,12 @@ def main(argv=None) -> int:
         return 0
 
     sizes = DEFAULT_SIZES if not args.sizes else tuple(int(float(s)) for s in args.sizes.split(","))
-    tmp = None
-    if args.cache_dir:
-        os.environ["EXPRGEN_CACHE_DIR"] = args.cache_dir
-    else:
-        tmp = tempfile.mkdtemp(prefix="exprgen-bench-")
-        os.environ["EXPRGEN_CACHE_DIR"] = os.path.join(tmp, "cache")
     started = time.perf_counter()
-    try:
+    with private_kernel_cache(args.cache_dir):
         import exprgen as ex
 
         peers = load_peers()
-        meta = {
-            "python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu_model(),
-            "cpus": os.cpu_count(), "numpy": np.__version__, "exprgen": ex.__version__,
-            "exprgen_threads": ex.get_num_threads(), "dtype": np.dtype(DTYPE).name, "sizes": list(sizes),
-            "loadavg_before": os.getloadavg(),
-        }
-        if "numexpr" in peers:
-            meta["numexpr"] = peers["numexpr"].__version__
-            meta["numexpr_threads"] = peers["numexpr"].get_num_threads()
-        if "jax" in peers:
-            meta["jax"] = peers["jax"][0].__version__
-            meta["jax_backend"] = peers["jax"][0].default_backend()
-        print(f"exprgen {meta['exprgen']} ({meta['exprgen_threads']} threads), numpy {meta['numpy']}, "
-              f"numexpr {meta.get('numexpr', '-')}, jax {meta.get('jax', '-')}; {meta['cpu']}, {meta['cpus']} CPUs")
-
+        meta = describe_run(ex, peers, sizes=list(sizes))
         bandwidth = measure_bandwidth(ex, peers, TRIAD_N)
         print(f"{describe_bandwidth(bandwidth)}", flush=True)
         rows = sweep(ex, peers, sizes, bandwidth["triad_GBps"])
@@ -587,19 +646,8 @@ def main(argv=None) -> int:
         if not args.no_fresh_process:
             report["fresh_process"] = fresh_process()
         report["targets"] = targets(rows, bandwidth)
-        report["meta"]["loadavg_after"] = os.getloadavg()
-        report["meta"]["total_seconds"] = time.perf_counter() - started
-        print_tables(report)
-        print(f"\n(total {report['meta']['total_seconds']:.0f} s)")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report, f, indent=1)
-            print(f"wrote {args.json}")
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-    missed = [k for group in report["targets"].values() for k, v in group.items() if not v["pass"]]
-    return 1 if args.strict and missed else 0
+        finish_report(report, started, args.json, print_tables)
+    return 1 if args.strict and missed_targets(report) else 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ backends -> realize. See README.md and ../shared/DESIGN.md.
 from __future__ import annotations
 
 from . import opdefs as _opdefs
-from .array import Array, apply, asarray, astype, clip, elementwise, gelu, op_function, round, where
+from .array import (Array, apply, asarray, astype, clip, device, elementwise, from_dlpack, gelu, op_function,
+                    round, where)
 from .settings import configure as config, get_num_threads, set_num_threads, threads
 from .autodiff import custom_vjp, grad, stop_gradient, value_and_grad, vjp
 from .counters import reset_stats, stats

@@ -6,9 +6,20 @@ twice computes once, and expressions built on it afterwards read that buffer ins
 
 Every op function (``ex.exp``, ``ex.add``, ...) is made here from its registry entry; a few take
 NumPy-style keyword arguments (``clip`` with ``None`` bounds, ``round(decimals=)``, ``gelu(approximate=)``).
+
+Devices: an Array lives on "cpu" (NumPy memory), the only device arrays can be on today. Asking for
+"cuda" or "cuda:N" (``asarray(..., device=)``, ``.to()``, ``with ex.device(...)``, a CUDA DLPack tensor)
+first finds out whether there is a GPU and says why not when there is none (no cuda-python, no driver, no
+device); on a machine with one it says that CUDA arrays are not wired into evaluation yet (CUDA kernels
+are rendered and compiled: ``exprgen prebuild --target cuda:sm_90``). DLPack exchanges CPU arrays with
+PyTorch, CuPy, JAX and NumPy without copying.
 """
 
 from __future__ import annotations
+
+import contextlib
+import re
+import threading
 
 import numpy as np
 
@@ -53,6 +64,25 @@ class Array:
     @property
     def size(self) -> int:
         return self._node.size
+
+    @property
+    def device(self) -> str:
+        return CPU
+
+    def to(self, device) -> Array:
+        """This array on ``device`` ("cpu", "cuda", "cuda:N"): itself, as arrays live on the CPU only."""
+        name = normalize_device(device)
+        if name != CPU:
+            _refuse_cuda(name)
+        return self
+
+    def __dlpack__(self, **kwargs):
+        """DLPack export of the computed value, without a copy (keywords as in the array API:
+        ``stream``, ``max_version``, ``dl_device``, ``copy``; NumPy's rules apply)."""
+        return self.numpy().__dlpack__(**{k: v for k, v in kwargs.items() if v is not None})
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (DLPACK_CPU, 0)
 
     def __len__(self) -> int:
         if not self.shape:
@@ -168,9 +198,69 @@ def __invert__(self):
 Array.__invert__ = __invert__
 
 
+# -- devices --------------------------------------------------------------------------------------
+CPU = "cpu"
+DLPACK_CPU, DLPACK_CUDA = 1, 2   # DLPack's DLDeviceType codes for host memory and CUDA device memory
+_default_device = threading.local()
+
+
+def normalize_device(device) -> str:
+    """"cpu" or "cuda:N" for what a user writes: "cpu", "cuda", "cuda:N"; ValueError otherwise."""
+    text = str(device)
+    if text == CPU:
+        return CPU
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if not match:
+        raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+    return f"cuda:{match.group(1) or 0}"
+
+
+def _refuse_cuda(device: str):
+    """Raise the reason arrays cannot be on CUDA ``device`` here: CudaUnavailable (a RuntimeError) when
+    there is no GPU to be had, else NotImplementedError (CUDA evaluation is not wired in yet)."""
+    from .backends import cuda
+
+    gpu = cuda.device(cuda.parse_device(device))
+    raise NotImplementedError(f"exprgen cannot keep arrays on {device} yet: its CUDA kernels are rendered and "
+                              f"compiled (exprgen prebuild --target cuda:{gpu.arch}) but evaluation does not run "
+                              f"them; use device='cpu'")
+
+
+@contextlib.contextmanager
+def device(name):
+    """``with ex.device("cuda"):`` arrays made in the block (``asarray``, ``from_dlpack``) go to that
+    device unless they name another (this Python thread only)."""
+    name = normalize_device(name)
+    if name != CPU:
+        _refuse_cuda(name)
+    previous = getattr(_default_device, "name", None)
+    _default_device.name = name
+    try:
+        yield
+    finally:
+        _default_device.name = previous
+
+
+def from_dlpack(x, *, device=None) -> Array:
+    """An Array over the memory of a DLPack producer (a PyTorch, CuPy or JAX array, a NumPy array) without a
+    copy. CPU tensors only, until CUDA arrays exist (see the module docstring)."""
+    kind, ordinal = x.__dlpack_device__()
+    if kind == DLPACK_CUDA:
+        _refuse_cuda(f"cuda:{int(ordinal)}")
+    if kind != DLPACK_CPU:
+        raise ValueError(f"exprgen reads DLPack tensors in CPU memory (device type {DLPACK_CPU}), not device "
+                         f"type {kind}")
+    return asarray(np.from_dlpack(x), device=device)
+
+
 # -- building nodes -------------------------------------------------------------------------------
-def asarray(obj, dtype=None) -> Array:
-    """An exprgen Array viewing ``obj`` (a NumPy array is read in place, never copied)."""
+def asarray(obj, dtype=None, device=None) -> Array:
+    """An exprgen Array viewing ``obj`` (a NumPy array is read in place, never copied), on ``device``
+    (default: "cpu", or the innermost ``with ex.device(...)``)."""
+    if device is None:
+        device = getattr(_default_device, "name", None)
+    if device is not None and normalize_device(device) != CPU:
+        _refuse_cuda(normalize_device(device))
     if isinstance(obj, Array):
         return obj if dtype is None else astype(obj, dtype)
     array = obj if isinstance(obj, np.ndarray) else np.asarray(obj)

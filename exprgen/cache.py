@@ -4,34 +4,59 @@ Key = sha256(rendered source, compiler identity and version, flags, target ISA, 
 nothing time-, path- or process-dependent, so two processes building the same kernel agree on its key.
 
 On disk (``$EXPRGEN_CACHE_DIR`` or ``~/.cache/exprgen``, mode 0700) each entry is
-``cpu/<k[:2]>/<k>.so`` with ``<k>.cpp`` (the source) and ``<k>.json`` (checksum and summary) beside it.
+``cpu/<k[:2]>/<k>.so`` with ``<k>.cpp`` (the source) and ``<k>.json`` (checksums and summary) beside it.
 A binary is published with a temp file and ``os.replace``; the metadata is written last and is the
 commit mark. A per-key ``flock`` means two processes never compile the same kernel twice. Loading
 verifies the checksum (a truncated or corrupted file is rebuilt, never loaded) and refuses a binary not
 owned by the user or writable by others (loading a .so runs its code). A cache directory that cannot be
 written falls back to a private temporary one (removed at exit), with one warning.
 
-A machine without a compiler cannot ask for the compiler's version, so it looks kernels up under the
-compiler identities the tiers recorded: a deployment runs prebuilt kernels without installing g++.
+Tiers, searched in order after memory: the user cache, the directories of ``$EXPRGEN_PREBUILT_DIR``, and
+``exprgen/_prebuilt`` when the package was installed with ``EXPRGEN_PREBUILD=1``. Prebuilt tiers are
+only read. On a memory miss the CPU targets this machine runs are tried best first (native, then the
+x86-64 levels v4, v3, v2 and the baseline), each in every tier, so the best binary anywhere wins; a
+memory hit computes one key only.
+
+A machine without a compiler cannot ask the compiler's version, so it looks kernels up under the
+compiler identities the tiers recorded: a deployment runs prebuilt kernels without installing g++. With
+``EXPRGEN_NO_COMPILE=1`` those identities are tried too, since a shipped kernel beats an error.
+
+``EXPRGEN_RECORD=path.json`` appends each kernel a process needs (its source, not its binary) to a
+manifest that ``exprgen prebuild --manifest`` compiles elsewhere; see ``record``.
+
+CUDA kernels are entries of the ``cuda`` backend (``cuda/<k[:2]>/<k>.cubin`` beside ``<k>.cu``), keyed by
+NVRTC's version, its options, the architecture (``sm_90``) and the prelude headers instead of the C++
+compiler's identity; ``build`` makes them with NVRTC (``BACKENDS``).
 """
 
 from __future__ import annotations
 
 import atexit
 import fcntl
+import glob
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 
 from . import counters, settings
-from .backends import cpu
+from .backends import cpu, cuda
 
 FORMAT_VERSION = "1"
+MANIFEST_FORMAT = 1
+# Per backend, the suffixes of an entry's binary and source (its metadata is always .json).
+BACKEND_FILES = {"cpu": (".so", ".cpp"), "cuda": (".cubin", ".cu")}
+# Per backend, the module that names and makes its binaries: identity(state_dir, target) and
+# compile_source(source path, binary path, target), where target is an ISA level or an sm_XX.
+BACKENDS = {"cpu": cpu, "cuda": cuda}
+PACKAGE_PREBUILT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_prebuilt")
+# Problems that mean someone else could have chosen the binary's code: warned about, never loaded.
+UNSAFE = ("not owned by you", "writable by others")
 
 
 class NoCompileError(RuntimeError):
@@ -46,6 +71,7 @@ class Entry:
     function: object
     tier: str
     path: str
+    isa: str = cpu.NATIVE
 
 
 def _secure_dir(path: str) -> bool:
@@ -58,12 +84,55 @@ def _secure_dir(path: str) -> bool:
         return False
 
 
+def prebuilt_dirs() -> list[str]:
+    """The read-only tiers: $EXPRGEN_PREBUILT_DIR's directories, then the package's own when installed."""
+    return settings.prebuilt_dirs() + ([PACKAGE_PREBUILT] if os.path.isdir(PACKAGE_PREBUILT) else [])
+
+
+def entry_paths(tier_root: str, key: str, backend: str = "cpu") -> dict[str, str]:
+    base = os.path.join(tier_root, backend, key[:2], key)
+    binary, source = BACKEND_FILES[backend]
+    return {"binary": base + binary, "source": base + source, "meta": base + ".json", "lock": base + ".lock"}
+
+
+def trusted_owners(tier: str) -> set[int]:
+    """Who may own a binary we load: you, and for a prebuilt tier (installed system-wide) root too."""
+    return {os.getuid()} if tier == "disk" else {os.getuid(), 0}
+
+
+def examine(paths: dict[str, str], key: str, owners: set[int]) -> tuple[str | None, dict | None]:
+    """(why the entry must not be loaded, or None when it is sound; its metadata when readable)."""
+    try:
+        with open(paths["meta"]) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        return "missing", None
+    except (OSError, ValueError):
+        return "metadata unreadable", None
+    if not isinstance(meta, dict) or meta.get("key") != key:
+        return "metadata describes another kernel", None
+    try:
+        with open(paths["binary"], "rb") as f:
+            st = os.fstat(f.fileno())  # the file whose bytes are checked, not whatever the path names now
+            blob = f.read()
+    except OSError:
+        return "binary missing", meta
+    if st.st_uid not in owners:
+        return UNSAFE[0], meta
+    if st.st_mode & 0o022:
+        return UNSAFE[1], meta
+    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        return "checksum mismatch", meta
+    return None, meta
+
+
 class KernelCache:
     def __init__(self):
         self.memory: dict[str, Entry] = {}
         self._root: str | None = None
         self._root_lock = threading.Lock()
         self._refused: set[str] = set()
+        self._recorded: set[str] = set()
 
     @property
     def root(self) -> str:
@@ -89,128 +158,167 @@ class KernelCache:
         return digest.hexdigest()
 
     def tiers(self) -> list[tuple[str, str]]:
-        return [("disk", self.root)] + [("prebuilt", d) for d in settings.prebuilt_dirs()]
-
-    @staticmethod
-    def entry_paths(tier_root: str, key: str, backend: str = "cpu") -> dict[str, str]:
-        base = os.path.join(tier_root, backend, key[:2], key)
-        return {"binary": base + ".so", "source": base + ".cpp", "meta": base + ".json"}
+        return [("disk", self.root)] + [("prebuilt", d) for d in prebuilt_dirs()]
 
     def get(self, source: str, summary: str) -> Entry:
         """The loaded kernel for ``source``: from memory, disk or prebuilt, else compiled once."""
         try:
             key = self.key(source)
-        except cpu.CompilerMissing:
-            entry = self._find_built_elsewhere(source)
+        except cpu.CompilerMissing as exc:
+            key, missing = None, exc
+        else:
+            entry = self.memory.get(key)
             if entry is not None:
+                counters.count("cache_hit_memory")
                 return entry
-            if settings.no_compile():
-                raise self._no_compile_error("the kernel", summary) from None
-            raise
-        entry = self._find(key)
+        manifest = os.environ.get("EXPRGEN_RECORD")
+        if manifest:
+            self.record(manifest, "cpu", source, summary)
+        entry = self._search(source, key)
         if entry is not None:
+            if key is not None:
+                self.memory[key] = entry
             return entry
         if settings.no_compile():
-            raise self._no_compile_error(f"kernel {key[:16]}", summary)
-        entry = self._compile_locked(key, source, summary)
+            raise self._no_compile_error(key, source, summary, manifest)
+        if key is None:
+            raise missing
+        compiled = self.build(self.root, key, source, summary)
+        if not compiled:
+            counters.count("cache_hit_disk")  # another process finished it while we waited for the lock
+        path = entry_paths(self.root, key)["binary"]
+        entry = Entry(key, cpu.load(path), "compiled" if compiled else "disk", path)
         self.memory[key] = entry
         return entry
 
-    def _find(self, key: str) -> Entry | None:
-        entry = self.memory.get(key)
-        if entry is not None:
-            counters.count("cache_hit_memory")
-            return entry
-        for tier, root in self.tiers():
-            entry = self._load(tier, root, key)
+    def _candidates(self, source: str, key: str | None):
+        """(isa, key) pairs to look for, best first: this compiler's targets, then recorded compilers'."""
+        if key is not None:
+            yield cpu.NATIVE, key
+            for isa in cpu.supported_isas()[1:]:
+                yield isa, self.key(source, identity=cpu.identity(self.root, isa))
+        if key is None or settings.no_compile():
+            for isa, identity in cpu.recorded_identities([root for _, root in self.tiers()]):
+                yield isa, self.key(source, identity=identity)
+
+    def _search(self, source: str, key: str | None) -> Entry | None:
+        tiers, seen = self.tiers(), set()
+        for isa, candidate in self._candidates(source, key):
+            if candidate in seen:  # a recorded compiler may be this one
+                continue
+            seen.add(candidate)
+            entry = self.memory.get(candidate)
             if entry is not None:
-                counters.count(f"cache_hit_{tier}")
-                self.memory[key] = entry
+                counters.count("cache_hit_memory")
                 return entry
+            for tier, root in tiers:
+                entry = self._load(tier, root, candidate, isa)
+                if entry is not None:
+                    counters.count(f"cache_hit_{tier}")
+                    self.memory[candidate] = entry
+                    return entry
         return None
 
-    def _find_built_elsewhere(self, source: str) -> Entry | None:
-        """Without a compiler to name the key, try the compilers that filled the tiers (a deployment)."""
-        for identity in cpu.recorded_identities([root for _, root in self.tiers()]):
-            entry = self._find(self.key(source, identity=identity))
-            if entry is not None:
-                return entry
-        return None
-
-    def _no_compile_error(self, what: str, summary: str) -> NoCompileError:
-        searched = ", ".join(root for _, root in self.tiers())
+    def _no_compile_error(self, key: str | None, source: str, summary: str, manifest: str | None) -> NoCompileError:
+        what = f"kernel {key[:16]}" if key else "the kernel"
+        searched = ", ".join(f"{root} ({tier})" for tier, root in self.tiers())
+        isas = ", ".join(cpu.supported_isas())
+        recorded = (f"it was recorded in {manifest}; on the build machine run:\n" if manifest else
+                    "record the workload on a build machine (same exprgen, a C++ compiler) and prebuild it:\n"
+                    "      EXPRGEN_RECORD=kernels.json python your_program.py\n")
         return NoCompileError(
             f"EXPRGEN_NO_COMPILE is set and {what} is in no cache tier.\n"
-            f"  expression: {summary}\n  searched: {searched}\n"
-            f"  to prebuild it, run this code once with EXPRGEN_CACHE_DIR=DIR on a machine with a C++ compiler "
-            f"and the same CPU model, then ship DIR and set EXPRGEN_PREBUILT_DIR=DIR here")
+            f"  expression: {summary}\n  searched: {searched}, for CPU targets {isas}\n"
+            f"{self._built_otherwise(source)}"
+            f"  to prebuild it, {recorded}"
+            f"      exprgen prebuild --manifest {manifest or 'kernels.json'} --target cpu:x86-64-v3 --into DIR\n"
+            f"  then ship DIR and set EXPRGEN_PREBUILT_DIR=DIR here (or run once without EXPRGEN_NO_COMPILE "
+            f"with EXPRGEN_CACHE_DIR=DIR on a machine with the same CPU model, and ship that)")
 
-    def _load(self, tier: str, root: str, key: str) -> Entry | None:
-        paths = self.entry_paths(root, key)
-        try:
-            with open(paths["meta"]) as f:
-                meta = json.load(f)
-            with open(paths["binary"], "rb") as f:
-                st = os.fstat(f.fileno())  # the file whose bytes are checked, not whatever the path names now
-                blob = f.read()
-        except (OSError, ValueError):
-            return None
-        if not isinstance(meta, dict) or meta.get("key") != key:
-            return None  # damaged metadata: rebuilt like a damaged binary
-        trusted_owners = {os.getuid()} if tier == "disk" else {os.getuid(), 0}
-        problem = ("not owned by you" if st.st_uid not in trusted_owners
-                   else "writable by others" if st.st_mode & 0o022 else None)
-        if problem:
+    def _built_otherwise(self, source: str) -> str:
+        """A line saying where a tier holds this very source built for another identity, and what differs
+        (a stale prebuild: another exprgen's prelude, another compiler, another CPU); else nothing."""
+        digest = hashlib.sha256(source.encode()).hexdigest()
+        for _, root in self.tiers():
+            for path in glob.glob(os.path.join(glob.escape(root), "cpu", "*", "*.json")):
+                try:
+                    with open(path) as f:
+                        meta = json.load(f)
+                    if meta.get("source_sha256") != digest:
+                        continue
+                    theirs = meta["compiler"].split("|")
+                    ours = cpu.identity(self.root, meta.get("isa", cpu.NATIVE)).split("|")
+                except (OSError, ValueError, KeyError, AttributeError, cpu.CompilerMissing):
+                    continue
+                differs = "; ".join(f"{t} (here {o})" for t, o in zip(theirs, ours) if t != o)
+                return f"  {os.path.dirname(path)} holds it, built for another setup: {differs}\n"
+        return ""
+
+    def _load(self, tier: str, root: str, key: str, isa: str = cpu.NATIVE) -> Entry | None:
+        paths = entry_paths(root, key)
+        problem, _ = examine(paths, key, trusted_owners(tier))
+        if problem in UNSAFE:
             if paths["binary"] not in self._refused:
                 self._refused.add(paths["binary"])
                 warnings.warn(f"exprgen: refusing kernel {paths['binary']}: {problem} (loading a library runs its "
                               f"code); {'rebuilding it' if tier == 'disk' else 'skipping it'}",
                               RuntimeWarning, stacklevel=5)
             return None
-        if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
-            return None  # truncated or corrupted: rebuilt by the caller, never loaded
+        if problem:
+            return None  # absent, truncated or corrupted: rebuilt by the caller, never loaded
         if tier == "disk":
             try:
                 os.utime(paths["meta"])  # least-recently-used order for pruning
             except OSError:
                 pass
-        return Entry(key, cpu.load(paths["binary"]), tier, paths["binary"])
+        return Entry(key, cpu.load(paths["binary"]), tier, paths["binary"], isa)
 
-    def _compile_locked(self, key: str, source: str, summary: str) -> Entry:
-        paths = self.entry_paths(self.root, key)
+    def build(self, root: str, key: str, source: str, summary: str, isa: str = cpu.NATIVE,
+              shared: bool = False, backend: str = "cpu") -> bool:
+        """Compile ``source`` into the tier at ``root`` unless a sound entry is there; True when this call
+        compiled it. ``shared``: readable by everyone (a prebuilt tier to ship), else private to you.
+        ``isa``: the target of ``backend`` (for CUDA, the sm_XX)."""
+        paths = entry_paths(root, key, backend)
         shard = os.path.dirname(paths["binary"])
-        os.makedirs(shard, mode=0o700, exist_ok=True)
-        with open(os.path.join(shard, key + ".lock"), "w") as lock:
+        os.makedirs(shard, mode=0o755 if shared else 0o700, exist_ok=True)
+        owners = trusted_owners("prebuilt" if shared else "disk")
+        with open(paths["lock"], "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            entry = self._load("disk", self.root, key)  # another process may have finished it meanwhile
-            if entry is not None:
-                counters.count("cache_hit_disk")
-                return entry
-            return self._compile(key, source, summary, paths)
+            if examine(paths, key, owners)[0] is None:  # another process may have finished it meanwhile
+                return False
+            self._compile(root, key, source, summary, paths, isa, shared, backend)
+            return True
 
-    def _compile(self, key: str, source: str, summary: str, paths: dict[str, str]) -> Entry:
+    def _compile(self, root: str, key: str, source: str, summary: str, paths: dict[str, str], isa: str,
+                 shared: bool, backend: str = "cpu") -> None:
         shard = os.path.dirname(paths["binary"])
-        fd, tmp_source = tempfile.mkstemp(suffix=".cpp", prefix=f".{key[:16]}.", dir=shard)
-        tmp_binary = tmp_source[:-4] + ".so"
-        tmp_meta = tmp_source[:-4] + ".json"
+        binary_suffix, source_suffix = BACKEND_FILES[backend]
+        fd, tmp_source = tempfile.mkstemp(suffix=source_suffix, prefix=f".{key[:16]}.", dir=shard)
+        tmp_binary = tmp_source[:-len(source_suffix)] + binary_suffix
+        tmp_meta = tmp_source[:-len(source_suffix)] + ".json"
         try:  # whatever happens (a failed compile, Ctrl-C), no temp file stays behind
             with os.fdopen(fd, "w") as f:
                 f.write(source)
             try:
-                seconds = cpu.compile_source(tmp_source, tmp_binary)
+                seconds = BACKENDS[backend].compile_source(tmp_source, tmp_binary, isa)
             except cpu.CompileError as exc:
-                failed = os.path.join(self.root, "failed")
+                failed = os.path.join(root, "failed")
                 os.makedirs(failed, mode=0o700, exist_ok=True)
-                kept = os.path.join(failed, key + ".cpp")
+                kept = os.path.join(failed, key + source_suffix)
                 os.replace(tmp_source, kept)
                 raise cpu.CompileError(str(exc).replace(tmp_source, kept)) from None
-            os.chmod(tmp_binary, 0o700)
+            os.chmod(tmp_binary, 0o755 if shared else 0o700)
+            os.chmod(tmp_source, 0o644 if shared else 0o600)
             with open(tmp_binary, "rb") as f:
                 checksum = hashlib.sha256(f.read()).hexdigest()
-            meta = {"key": key, "sha256": checksum, "backend": "cpu", "summary": summary,
-                    "compiler": cpu.identity(self.root), "compile_seconds": round(seconds, 4)}
-            with os.fdopen(os.open(tmp_meta, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            meta = {"key": key, "sha256": checksum, "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
+                    "backend": backend, "isa": isa, "summary": summary,
+                    "compiler": BACKENDS[backend].identity(root, isa),
+                    "compile_seconds": round(seconds, 4), "created": round(time.time(), 3)}
+            mode = 0o644 if shared else 0o600
+            with os.fdopen(os.open(tmp_meta, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as f:
                 json.dump(meta, f, indent=1)
+            os.chmod(tmp_meta, mode)  # whatever the umask
             os.replace(tmp_source, paths["source"])
             os.replace(tmp_binary, paths["binary"])
             os.replace(tmp_meta, paths["meta"])  # last: the metadata is the commit mark
@@ -219,7 +327,51 @@ class KernelCache:
                 _remove(path)
         counters.count("compiles")
         counters.count("compile_ns", int(seconds * 1e9))
-        return Entry(key, cpu.load(paths["binary"]), "compiled", paths["binary"])
+
+    def record(self, manifest: str, backend: str, source: str, summary: str) -> None:
+        """Add this kernel to the manifest at ``manifest`` unless it is there already.
+
+        Several processes may record into one manifest at once: each rewrites it whole under a lock on
+        ``<manifest>.lock`` and publishes with ``os.replace``, so a reader never sees half a file and no
+        process's entry is lost.
+        """
+        entry = manifest_entry(backend, source, summary)
+        if entry["id"] in self._recorded:
+            return
+        with open(manifest + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            kernels = read_manifest(manifest) if os.path.exists(manifest) else []
+            if all(k["id"] != entry["id"] for k in kernels):
+                tmp = f"{manifest}.{os.getpid()}.{threading.get_ident()}.tmp"
+                try:
+                    with open(tmp, "w") as f:
+                        json.dump({"format": MANIFEST_FORMAT, "kernels": kernels + [entry]}, f, indent=1)
+                    os.replace(tmp, manifest)
+                finally:
+                    _remove(tmp)
+        self._recorded.add(entry["id"])
+
+
+def manifest_entry(backend: str, source: str, summary: str) -> dict:
+    """What another machine needs to build a kernel: its source (rendering is deterministic, and the
+    source is what the key hashes) and, to warn of a mismatch, the prelude it was rendered against."""
+    digest = hashlib.sha256(f"{backend}\0{source}".encode()).hexdigest()
+    return {"id": digest, "backend": backend, "summary": summary, "prelude": cpu.prelude_digest(), "source": source}
+
+
+def read_manifest(path: str) -> list[dict]:
+    """The kernels of a manifest; ValueError naming the file when it is not one."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not an exprgen kernel manifest (not JSON: {exc})") from None
+    fields = {"id", "backend", "summary", "source"}
+    if (not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("kernels"), list)
+            or not all(isinstance(k, dict) and fields <= k.keys() for k in data["kernels"])):
+        raise ValueError(f"{path} is not an exprgen kernel manifest (format {MANIFEST_FORMAT}: "
+                         f'{{"format": {MANIFEST_FORMAT}, "kernels": [{{id, backend, summary, source}}, ...]}})')
+    return data["kernels"]
 
 
 def _remove(path: str) -> None:
@@ -244,4 +396,3 @@ def reset_kernel_cache() -> None:
     """Forget loaded kernels and the cache location (tests use this to act like a fresh process)."""
     global _cache
     _cache = None
-

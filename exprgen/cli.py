@@ -1,4 +1,4 @@
-"""The ``exprgen`` command: ``demo`` and ``generate``."""
+"""The ``exprgen`` command: ``demo``, ``generate``, ``prebuild`` and ``cache {info,list,verify,prune,clear}``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,58 @@ def generate(args) -> int:
     return 0
 
 
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def prebuild(args) -> int:
+    from . import prebuild as pb
+    from . import settings
+
+    jobs, notes = [], []
+    try:
+        targets = pb.parse_targets(args.target)
+        for manifest in args.manifest:
+            found, warned = pb.manifest_jobs(manifest)
+            jobs += found
+            notes += warned
+        if args.standard or not args.manifest or args.ops or args.dtypes:
+            jobs += pb.standard_jobs(_names(args.ops), _names(args.dtypes), {t.backend for t in targets})
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"exprgen prebuild: {exc}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    into = os.path.abspath(args.into or settings.cache_dir())
+    outcome = pb.prebuild(jobs, targets, into, args.jobs, progress=False if args.no_progress else None)
+    print(outcome.describe(into, args.jobs))
+    return 1 if outcome.failed else 0
+
+
+def cache(args) -> int:
+    from . import prebuild as pb
+
+    if args.action == "info":
+        lines = pb.info_lines()
+    elif args.action == "list":
+        lines = pb.list_lines(args.limit)
+    elif args.action == "verify":
+        lines, left = pb.verify(args.fix)
+        print("\n".join(lines))
+        return 1 if left else 0
+    elif args.action == "prune":
+        try:
+            limit = pb.parse_size(args.max_size)
+        except ValueError as exc:
+            print(f"exprgen cache prune: {exc}", file=sys.stderr)
+            return 2
+        lines = pb.prune(limit)
+    else:
+        lines = pb.clear()
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="exprgen", description="Lazy numpy-like arrays compiled into fused kernels")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +133,33 @@ def main(argv=None) -> int:
     p = sub.add_parser("generate", help="render the standard kernel set's sources into generated/")
     p.add_argument("--into", default=os.environ.get("EXPRGEN_GENERATED_DIR", "generated"))
     p.set_defaults(run=generate)
+    p = sub.add_parser("prebuild", help="compile kernels ahead of time into a prebuilt tier",
+                       description="Compile the standard kernel set and/or recorded manifests for several targets. "
+                                   "With --manifest only the manifests are built, unless --standard, --ops or "
+                                   "--dtypes asks for the standard set too.")
+    p.add_argument("--manifest", action="append", default=[], metavar="JSON",
+                   help="a manifest recorded with EXPRGEN_RECORD=JSON (repeatable)")
+    p.add_argument("--standard", action="store_true", help="build the standard set as well as the manifests")
+    p.add_argument("--ops", help="narrow the standard set to these ops (comma-separated, e.g. exp,tanh,add)")
+    p.add_argument("--dtypes", help="narrow the standard set to these dtypes (e.g. float32,float64)")
+    p.add_argument("--target", default="cpu",
+                   help="comma-separated: cpu (this machine), cpu:x86-64[-v2|-v3|-v4], cuda:sm_XX (default cpu)")
+    p.add_argument("-j", "--jobs", type=int, default=len(os.sched_getaffinity(0)),
+                   help="compilers run at once (default: the CPUs)")
+    p.add_argument("--into", help="the directory to fill (default: the user cache, $EXPRGEN_CACHE_DIR)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
+    p.set_defaults(run=prebuild)
+    p = sub.add_parser("cache", help="inspect, check and trim the kernel cache")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("info", help="where the tiers are, their sizes and entries per backend and target")
+    q = actions.add_parser("list", help="entries, newest first, with the expression each computes")
+    q.add_argument("--limit", type=int, default=None, help="show at most this many")
+    q = actions.add_parser("verify", help="check checksums, owners and permissions (exit 1 on problems)")
+    q.add_argument("--fix", action="store_true", help="remove the bad entries (they are rebuilt when needed)")
+    q = actions.add_parser("prune", help="remove the least recently used entries down to a size")
+    q.add_argument("--max-size", required=True, help="e.g. 500M, 2G")
+    actions.add_parser("clear", help="remove every entry of the user cache")
+    p.set_defaults(run=cache)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -3,7 +3,9 @@
 An entry holds everything about one op: its inputs, C++ expression (over the input names and ``T``, the
 type the inputs are converted to), NumPy reference, backward formulas, fuzzing domain, ULP tolerance and
 algebraic properties. Every entry is validated here at import, so a typo in ``ops/`` fails loudly before
-any kernel is rendered.
+any kernel is rendered. CUDA kernels use the same ``c`` expression (cuda/prelude.cuh gives prelude.h's
+functions on the device); an entry's optional ``cuda`` expression replaces it there, and is held to the
+same rules.
 
 The result dtype is not a separate table: it is whatever the NumPy reference returns for empty inputs of
 the same dtypes (Python scalars passed as Python scalars, so they stay weakly typed). exprgen's typing is
@@ -113,6 +115,7 @@ class OpDef:
     props: frozenset[str] = frozenset()
     accepts: frozenset | None = None   # input dtypes allowed (user ops may narrow NumPy's rules)
     user: bool = False                 # defined at run time with ex.elementwise, not in ops/
+    cuda: str = ""                     # the expression in CUDA kernels, where it must differ from c
     # Reductions only (kind "reduce"): C expressions over acc and x, the accumulator dtype per result
     # dtype where it is wider, what an empty reduction gives, and whether the result is an index.
     init: str = ""
@@ -120,6 +123,10 @@ class OpDef:
     accumulator: dict = field(default_factory=dict, compare=False)
     empty: str = "identity"
     index: bool = False
+
+    def expression(self, target: str) -> str:
+        """The C++ expression for kernels of ``target`` ("cpu" or "cuda")."""
+        return self.cuda if target == "cuda" and self.cuda else self.c
 
     @property
     def is_reduction(self) -> bool:
@@ -213,6 +220,10 @@ def _load_entry(name: str, raw: dict, source: str) -> OpDef:
             raise ValueError(f"{where}: empty must be 'identity' or 'error'")
     else:
         check_c_expression(raw["c"], set(inputs), where)
+    if "cuda" in raw:
+        if reduction or not isinstance(raw["cuda"], str):
+            raise ValueError(f"{where}: cuda must be a C expression string, and only elementwise ops have one")
+        check_c_expression(raw["cuda"], set(inputs), f"{where} cuda")
     namespace = _numpy_namespace()
     numpy_src = raw["numpy"]
     unknown = formula_names(numpy_src) - set(inputs) - set(params) - set(namespace)
@@ -235,7 +246,7 @@ def _load_entry(name: str, raw: dict, source: str) -> OpDef:
                  signed_zero=raw.get("signed_zero", True), aliases=tuple(raw.get("aliases", ())),
                  props=frozenset(raw.get("props", ())), init=raw.get("init", ""),
                  combine=raw.get("combine", ""), accumulator=dict(raw.get("accumulator", {})),
-                 empty=raw.get("empty", "identity"), index=bool(raw.get("index", False)))
+                 empty=raw.get("empty", "identity"), index=bool(raw.get("index", False)), cuda=raw.get("cuda", ""))
 
 
 def _check_vjp_names(registry: dict[str, OpDef]) -> None:

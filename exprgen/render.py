@@ -7,10 +7,15 @@ function, which load expression for a layout) is made here in Python tables.
 ``loop_geometry`` decides the loop nest: dims are coalesced across all arrays where the layouts allow,
 and each array's innermost stride picks its load form (contiguous, broadcast or strided). That form is
 compiled in; sizes and strides are arguments, so one binary serves every size with the same layouts.
+
+``target`` picks the templates: ``templates/cpu`` (C++ for the CPU) or ``templates/cuda`` (CUDA C++ for
+NVRTC). Everything else is shared: the op functions, the statements, the load forms and the geometry. A
+CUDA kernel walks the same flat index over the same coalesced shape and strides as the CPU kernel.
 """
 
 from __future__ import annotations
 
+import functools
 
 import jinja2
 import numpy as np
@@ -22,6 +27,8 @@ from .resources import data_dir
 from .schedule import Kernel
 
 ENTRY = "exprgen_kernel"
+TARGETS = ("cpu", "cuda")
+CUDA_THREADS = 256   # threads per block of every CUDA kernel (its __launch_bounds__)
 
 
 _environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
@@ -30,6 +37,21 @@ _environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("t
 # Compiled at import, so that a fresh process's first result does not wait for Jinja.
 _ELEMENTWISE = _environment.get_template("cpu/elementwise.cpp.j2")
 _ROWS = _environment.get_template("cpu/rows.cpp.j2")
+
+
+@functools.cache
+def _cuda_templates() -> tuple[jinja2.Template, jinja2.Template]:
+    """(elementwise, rows) for CUDA, compiled on first use: a CPU-only process never loads them."""
+    return _environment.get_template("cuda/elementwise.cu.j2"), _environment.get_template("cuda/rows.cu.j2")
+
+
+def _templates(target: str) -> tuple[jinja2.Template, jinja2.Template, dict]:
+    """(elementwise, rows, extra template variables) for ``target``."""
+    if target == "cpu":
+        return _ELEMENTWISE, _ROWS, {}
+    if target == "cuda":
+        return (*_cuda_templates(), {"threads": CUDA_THREADS})
+    raise ValueError(f"unknown render target {target!r}: one of {', '.join(TARGETS)}")
 
 
 def _broadcast_strides(shape: tuple[int, ...], arr_shape: tuple, arr_strides: tuple) -> list[int]:
@@ -90,6 +112,7 @@ def _arrays(kernel: Kernel, inner_strides: list[int]) -> list[dict]:
     arrays += [{"name": f"out{i}", "ctype": C_TYPE[n.dtype], "qualifier": ""} for i, n in enumerate(kernel.outputs)]
     for array, inner in zip(arrays, inner_strides):
         array["strided"] = inner not in (0, 1)
+        array["contiguous"] = inner == 1
     return arrays
 
 
@@ -99,7 +122,7 @@ def _scalars(kernel: Kernel, names: dict[int, str]) -> list[dict]:
     return [{"name": f"s{i}", "ctype": C_TYPE[node.dtype]} for i, node in enumerate(kernel.scalars)]
 
 
-def _call(node: Node, names: dict[int, str], functions: dict[str, dict]) -> str:
+def _call(node: Node, names: dict[int, str], functions: dict[str, dict], target: str) -> str:
     """The C call computing elementwise ``node`` from its inputs' names; registers its op function."""
     op = opdefs.get(node.op)
     signature = tuple(s.signature_item() for s in node.src)
@@ -107,39 +130,47 @@ def _call(node: Node, names: dict[int, str], functions: dict[str, dict]) -> str:
     fname = _function_name(op, compute, node.dtype)
     functions.setdefault(fname, {
         "name": fname, "ret": C_TYPE[node.dtype], "t": C_TYPE[op.compute_type(signature, node.arg)],
-        "params": ", ".join(f"{C_TYPE[d]} {n}" for d, n in zip(compute, op.inputs)), "expr": op.c})
+        "params": ", ".join(f"{C_TYPE[d]} {n}" for d, n in zip(compute, op.inputs)), "expr": op.expression(target)})
     return f"eg::{fname}({', '.join(names[id(s)] for s in node.src)})"
 
 
-def render(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
-    """(source, summary) for ``kernel`` with these innermost strides (inputs, then outputs)."""
-    return (_render_rows if kernel.axes else _render_map)(kernel, inner_strides)
+def render(kernel: Kernel, inner_strides: list[int], target: str = "cpu") -> tuple[str, str]:
+    """(source, summary) for ``kernel`` with these innermost strides (inputs, then outputs), in the
+    language of ``target`` ("cpu" or "cuda")."""
+    return (_render_rows if kernel.axes else _render_map)(kernel, inner_strides, target)
 
 
-def _render_map(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
+def _vector(name: str, inner_stride: int) -> str | None:
+    """A contiguous array's element in a CUDA kernel's 4-wide access (``k`` of ``<name>_v``), else None."""
+    return f"{name}_v.v[k]" if inner_stride == 1 else None
+
+
+def _render_map(kernel: Kernel, inner_strides: list[int], target: str) -> tuple[str, str]:
     names: dict[int, str] = {}
     arrays = _arrays(kernel, inner_strides)
     scalars = _scalars(kernel, names)
     statements = []
     for i, node in enumerate(kernel.inputs):
         names[id(node)] = f"x{i}"
-        statements.append({"name": f"x{i}", "ctype": C_TYPE[node.dtype], "expr": _load(f"in{i}", inner_strides[i])})
+        statements.append({"name": f"x{i}", "ctype": C_TYPE[node.dtype], "expr": _load(f"in{i}", inner_strides[i]),
+                           "vector": _vector(f"in{i}", inner_strides[i])})
     functions: dict[str, dict] = {}
     for j, node in enumerate(kernel.body):
-        expr = _call(node, names, functions)
+        expr = _call(node, names, functions, target)
         names[id(node)] = f"v{j}"
-        statements.append({"name": f"v{j}", "ctype": C_TYPE[node.dtype], "expr": expr})
+        statements.append({"name": f"v{j}", "ctype": C_TYPE[node.dtype], "expr": expr, "vector": None})
     first_out = len(kernel.inputs)
-    stores = [{"target": _load(f"out{i}", inner_strides[first_out + i]), "value": names[id(node)]}
-              for i, node in enumerate(kernel.outputs)]
+    stores = [{"target": _load(f"out{i}", inner_strides[first_out + i]), "value": names[id(node)],
+               "vector": _vector(f"out{i}", inner_strides[first_out + i])} for i, node in enumerate(kernel.outputs)]
     summary = "; ".join(f"out{i} = {describe(node, names, kernel.body)}" for i, node in enumerate(kernel.outputs))
-    source = _ELEMENTWISE.render(
+    elementwise, _, extra = _templates(target)
+    source = elementwise.render(
         summary=summary, functions=list(functions.values()), entry=ENTRY,
-        arrays=arrays, scalars=scalars, statements=statements, stores=stores)
+        arrays=arrays, scalars=scalars, statements=statements, stores=stores, **extra)
     return source, summary
 
 
-def _render_rows(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
+def _render_rows(kernel: Kernel, inner_strides: list[int], target: str) -> tuple[str, str]:
     """A rows kernel: reductions in passes over each row, per-row values after each pass, then a pass
     writing the full-shape outputs. Per-row values live in a Row struct (``r.w<j>``)."""
     reduce_ops = reductions()
@@ -170,7 +201,7 @@ def _render_rows(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
             elif id(node) in body_index:
                 names[id(node)] = f"v{body_index[id(node)]}"
                 statements.append({"name": names[id(node)], "ctype": C_TYPE[node.dtype],
-                                   "expr": _call(node, names, functions)})
+                                   "expr": _call(node, names, functions, target)})
         return statements, names
 
     reductions_by_pass: dict[int, list[Node]] = {}
@@ -189,7 +220,7 @@ def _render_rows(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
         local, local_names = emit([s for n in row_nodes for s in n.src], known)
         row_statements = [f"const {s['ctype']} {s['name']} = {s['expr']};" for s in local]
         for node in row_nodes:
-            row_statements.append(f"r.{per_row[id(node)]} = {_call(node, local_names, functions)};")
+            row_statements.append(f"r.{per_row[id(node)]} = {_call(node, local_names, functions, target)};")
         known |= {id(n) for n in row_nodes}
         phases.append({"reductions": entries, "statements": statements, "row_statements": row_statements})
     first_out = len(kernel.inputs)
@@ -202,10 +233,11 @@ def _render_rows(kernel: Kernel, inner_strides: list[int]) -> tuple[str, str]:
     row_values = [{"ctype": C_TYPE[n.dtype], "name": per_row[id(n)]} for n in kernel.body if id(n) in per_row]
     summary_names = {**{id(n): f"x{i}" for i, n in enumerate(kernel.inputs)}, **scalar_names}
     summary = "; ".join(f"out{i} = {describe(n, summary_names, kernel.body)}" for i, n in enumerate(kernel.outputs))
-    source = _ROWS.render(
+    _, rows, extra = _templates(target)
+    source = rows.render(
         summary=summary, functions=list(functions.values()), reductions=reductions_info, entry=ENTRY,
         arrays=_arrays(kernel, inner_strides), scalars=scalars, row_values=row_values, phases=phases,
-        map_statements=map_statements, element_stores=element_stores, row_stores=row_stores)
+        map_statements=map_statements, element_stores=element_stores, row_stores=row_stores, **extra)
     return source, summary
 
 

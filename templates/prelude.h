@@ -8,6 +8,9 @@ typedef long int64_t;
 typedef unsigned int uint32_t;
 typedef unsigned long uint64_t;
 
+// The CPU's libm and OpenMP. CUDA kernels (cuda/prelude.cuh defines EG_CUDA and includes this file) get
+// the same names from CUDA's math library instead, and gcc's builtins from shims there.
+#ifndef EG_CUDA
 extern "C" {
 int omp_get_thread_num(void);
 int omp_get_num_threads(void);
@@ -28,6 +31,7 @@ EG_DECLARE2(atan2) EG_DECLARE2(hypot) EG_DECLARE2(pow)
 float fmodf(float, float) noexcept;
 double fmod(double, double) noexcept;
 }
+#endif
 
 namespace eg {
 
@@ -168,10 +172,12 @@ static inline double gelu_tanh(double x) {
 // The float versions work in double through libmvec's vector double functions (bound to the same glibc
 // symbols under other names): their last-bit error is far below float's and vanishes in the rounding, and
 // it keeps the loop vectorised. The float64 ops themselves keep glibc's scalar functions (see the top).
+#ifndef EG_CUDA
 extern "C" {
 __attribute__((simd("notinbranch"))) double eg_wide_exp(double) noexcept __asm__("exp");
 __attribute__((simd("notinbranch"))) double eg_wide_erfc(double) noexcept __asm__("erfc");
 }
+#endif
 
 namespace eg {
 static inline float gelu(float x) { return (float)(0.5 * (double)x * eg_wide_erfc(-(double)x * 0.7071067811865476)); }

@@ -65,6 +65,17 @@ def finish(proc: subprocess.Popen) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def attempt(statement: str) -> str:
+    """Child code running ``statement`` that reports what it raised ("Type: message"), or None."""
+    return f"""
+try:
+    {statement}
+    report(raised=None)
+except Exception as exc:
+    report(raised=type(exc).__name__ + ": " + str(exc))
+"""
+
+
 def run(code: str, cache_dir, **env) -> dict:
     return finish(start(code, cache_dir, **env))
 
@@ -336,13 +347,7 @@ def test_failing_compiler_error_reaches_the_user(tmp_path):
                     'echo "fake-cxx: internal compiler error: out of cheese" >&2\nexit 1\n')
     fake.chmod(0o755)
     root = tmp_path / "cache"
-    result = run(f"""
-try:
-    check({AFFINE!r})
-    report(raised=None)
-except Exception as exc:
-    report(raised=type(exc).__name__ + ": " + str(exc))
-""", root, CXX=fake)
+    result = run(attempt(f"check({AFFINE!r})"), root, CXX=fake)
     message = result["raised"]
     assert message is not None and message.startswith("CompileError")
     assert "out of cheese" in message and str(fake) in message
@@ -362,13 +367,7 @@ def _no_compiler(tmp_path) -> dict:
 def test_no_compile_with_a_cold_cache_says_which_kernel_and_how_to_prebuild(tmp_path, compiler):
     root = tmp_path / "cache"
     env = _no_compiler(tmp_path) if compiler == "without-compiler" else {}
-    result = run(f"""
-try:
-    check({AFFINE!r})
-    report(raised=None)
-except Exception as exc:
-    report(raised=type(exc).__name__ + ": " + str(exc))
-""", root, EXPRGEN_NO_COMPILE=1, **env)
+    result = run(attempt(f"check({AFFINE!r})"), root, EXPRGEN_NO_COMPILE=1, **env)
     message = result["raised"]
     assert message is not None and message.startswith("NoCompileError")
     if compiler == "with-compiler":

@@ -1,8 +1,11 @@
 """The CPU backend: the system C++ compiler makes a shared library, cffi (ABI mode) loads and calls it.
 
-Flags: C++17, -O3 for this machine's ISA, OpenMP, no -ffast-math (it would switch the whole process to
+Flags: C++17, -O3 for a target ISA, OpenMP, no -ffast-math (it would switch the whole process to
 flush denormals to zero). -fno-math-errno lets gcc call libmvec's vector math; -ffp-contract=off keeps
 a*b+c rounded twice, as NumPy does; -fwrapv makes integer overflow wrap, as NumPy's does.
+
+The target is -march=native (run time compiles: this CPU exactly) or an x86-64 level (prebuilt kernels
+that travel); the identity names it, and ``supported_isas`` says which ones this CPU runs, best first.
 
 Kernels are loaded RTLD_NODELETE. At interpreter exit cffi dlcloses every library it opened; the last
 kernel's dlclose unmapped libgomp while its worker threads still spun in it (they spin for a while after
@@ -18,6 +21,7 @@ import glob
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import time
@@ -28,6 +32,17 @@ from ..resources import data_dir
 
 FLAGS = ("-std=c++17", "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
          "-fwrapv", "-fopenmp", "-fPIC", "-shared", "-fno-plt", "-w")
+NATIVE = "native"
+# The x86-64 psABI micro-architecture levels, best first, each with the /proc/cpuinfo flags it adds to
+# the level below ("x86-64" is the baseline every x86-64 CPU runs). A binary built for a level runs on
+# any CPU that has its flags and all the lower levels' ones: a prebuilt kernel can travel, a native one
+# cannot (its identity names this CPU's features).
+ISA_LEVELS = {
+    "x86-64-v4": ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"),
+    "x86-64-v3": ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"),
+    "x86-64-v2": ("cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"),
+    "x86-64": (),
+}
 LIBS = ("-lm",)
 SIGNATURE = ("void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape, void** data,"
              " const int64_t* strides, const uint64_t* scalars, int32_t nthreads);")
@@ -59,20 +74,46 @@ def compiler() -> str:
                           f"(e.g. `apt-get install g++`) or set CXX; until then exprgen runs its NumPy interpreter")
 
 
-def _cpu_features() -> str:
-    """What -march=native sees: the CPU's feature flags (cheap to read, unlike asking the compiler)."""
+@functools.cache
+def _cpu_flags() -> str:
+    """The CPU's feature flags line: what -march=native sees (cheap to read, unlike asking the compiler)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return hashlib.sha256(line.encode()).hexdigest()[:16]
+                    return line
     except OSError:
         pass
-    return "unknown-cpu"
+    return ""
+
+
+def _cpu_features() -> str:
+    line = _cpu_flags()
+    return hashlib.sha256(line.encode()).hexdigest()[:16] if line else "unknown-cpu"
 
 
 @functools.cache
-def identity(state_dir: str) -> str:
+def supported_isas() -> tuple[str, ...]:
+    """The targets this CPU runs, best first: native, then each x86-64 level it has every flag of."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return (NATIVE,)
+    have = set(_cpu_flags().partition(":")[2].split())
+    levels = list(ISA_LEVELS)
+    return (NATIVE, *[lv for i, lv in enumerate(levels) if all(set(ISA_LEVELS[k]) <= have for k in levels[i:])])
+
+
+def check_isa(isa: str) -> None:
+    """ValueError unless this machine's compiler can build for ``isa`` (native, or an ISA_LEVELS key)."""
+    if isa != NATIVE and platform.machine().lower() not in ("x86_64", "amd64"):
+        raise ValueError(f"CPU target {isa} needs an x86-64 compiler; this machine is {platform.machine()}")
+
+
+def flags(isa: str = NATIVE) -> tuple[str, ...]:
+    return tuple(f"-march={isa}" if flag == "-march=native" else flag for flag in FLAGS)
+
+
+@functools.cache
+def identity(state_dir: str, isa: str = NATIVE) -> str:
     """Compiler identity and version, flags and target ISA: what besides the source decides the binary.
 
     Asking the compiler its version costs a subprocess, so the answer is remembered on disk beside the
@@ -91,7 +132,7 @@ def identity(state_dir: str) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         version = _version(path)
         _write_atomic(memo, json.dumps({"compiler": path, "version": version}).encode())
-    return _identity_of(version)
+    return _identity_of(version, isa)
 
 
 @functools.cache
@@ -100,8 +141,10 @@ def prelude_digest() -> str:
     return hashlib.sha256((data_dir("templates") / "prelude.h").read_bytes()).hexdigest()[:16]
 
 
-def _identity_of(version: str) -> str:
-    return f"{version}|{' '.join(FLAGS + LIBS)}|native:{_cpu_features()}|prelude:{prelude_digest()}"
+def _identity_of(version: str, isa: str = NATIVE) -> str:
+    # A native binary is only good for a CPU with these very features; a level's for any CPU that has it.
+    target = f"native:{_cpu_features()}" if isa == NATIVE else f"isa:{isa}"
+    return f"{version}|{' '.join(flags(isa) + LIBS)}|{target}|prelude:{prelude_digest()}"
 
 
 def _version(path: str) -> str:
@@ -118,8 +161,9 @@ def _version(path: str) -> str:
         return "sha256:" + hashlib.sha256(f.read()).hexdigest()
 
 
-def recorded_identities(dirs) -> list[str]:
-    """The identities of the compilers that filled these cache directories, from their memos.
+def recorded_identities(dirs) -> list[tuple[str, str]]:
+    """(isa, identity) of the compilers that filled these cache directories, from their memos, for each
+    target this CPU runs (best first).
 
     A machine without a compiler cannot ask one its version, yet can still run kernels a build machine
     left in a cache or prebuilt directory: these are the identities to look them up under.
@@ -134,7 +178,7 @@ def recorded_identities(dirs) -> list[str]:
                 continue
             if isinstance(version, str) and version not in versions:
                 versions.append(version)
-    return [_identity_of(v) for v in versions]
+    return [(isa, _identity_of(v, isa)) for isa in supported_isas() for v in versions]
 
 
 def _write_atomic(path: str, data: bytes) -> None:
@@ -147,10 +191,10 @@ def _write_atomic(path: str, data: bytes) -> None:
         pass
 
 
-def compile_source(source_path: str, output_path: str) -> float:
+def compile_source(source_path: str, output_path: str, isa: str = NATIVE) -> float:
     """Compile to ``output_path``; seconds taken. CompileError quotes the compiler and names the source."""
     start = time.perf_counter()
-    cmd = [compiler(), *FLAGS, f"-I{data_dir('templates')}", source_path, "-o", output_path, *LIBS]
+    cmd = [compiler(), *flags(isa), f"-I{data_dir('templates')}", source_path, "-o", output_path, *LIBS]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise CompileError(f"compiling {source_path} failed (this is an exprgen bug; please report it):\n"

@@ -1,0 +1,197 @@
+// exprgen kernel: out0 = any(x0)
+#include "prelude.h"
+namespace eg {
+static inline bool init_w0() { bool acc{}; return (bool)(false); }
+static inline bool combine_w0(bool acc, bool x) { return (bool)(acc || x); }
+}  // namespace eg
+
+// A rows kernel reduces the inner (reduced) dims of each row of the outer (kept) dims. The shape argument
+// is [n_outer_dims, n_inner_dims, outer dims..., inner dims...]; each array's strides are its outer then
+// inner strides, in elements (0 where it is broadcast). total is the number of rows.
+namespace {
+struct Ctx {
+  const int64_t* shape;
+  void* const* data;
+  const int64_t* strides;
+  const uint64_t* scalars;
+  int32_t nout, nin, nd;
+  int64_t inner_total;
+};
+
+struct Row {
+  int64_t off[2];
+  bool w0;
+};
+
+struct Acc0 {
+  bool w0;
+};
+
+inline void row_offsets(const Ctx& c, int64_t row, Row& r) {
+  r.off[0] = 0;
+  r.off[1] = 0;
+  for (int32_t d = c.nout - 1; d >= 0; --d) {
+    const int64_t i = row % c.shape[2 + d];
+    row /= c.shape[2 + d];
+    r.off[0] += i * c.strides[0 * c.nd + d];
+    r.off[1] += i * c.strides[1 * c.nd + d];
+  }
+}
+
+inline void phase0(const Ctx& c, const Row& r, int64_t lo, int64_t hi, Acc0& acc) {
+  (void)r;
+
+  constexpr int L = 32;  // independent partial accumulators: two vectors of float (one alone is a dependency chain)
+  bool lane_w0[L];
+  for (int k = 0; k < L; ++k) lane_w0[k] = eg::init_w0();
+  for (int64_t pos = lo; pos < hi;) {
+    const int64_t cols = c.shape[2 + c.nd - 1];
+    int64_t q = pos / cols;
+    const int64_t col = pos - q * cols;
+    const int64_t len = cols - col < hi - pos ? cols - col : hi - pos;
+    int64_t off[2];
+    for (int k = 0; k < 2; ++k) off[k] = r.off[k] + col * c.strides[k * c.nd + c.nd - 1];
+    for (int32_t d = c.nd - 2; d >= c.nout; --d) {
+      const int64_t i = q % c.shape[2 + d];
+      q /= c.shape[2 + d];
+      for (int k = 0; k < 2; ++k) off[k] += i * c.strides[k * c.nd + d];
+    }
+    const float* __restrict in0 = (const float*)c.data[0] + off[0];
+    const int64_t in0_step = c.strides[0 * c.nd + c.nd - 1];
+    (void)in0; (void)in0_step;
+    bool* __restrict out0 = (bool*)c.data[1] + off[1];
+    const int64_t out0_step = c.strides[1 * c.nd + c.nd - 1];
+    (void)out0; (void)out0_step;
+
+    int64_t i = 0;
+    for (; i + L <= len; i += L) {
+#pragma omp simd
+      for (int k = 0; k < L; ++k) {
+        const int64_t e = i + k;
+        const float x0 = in0[e];
+
+        lane_w0[k] = eg::combine_w0(lane_w0[k], (bool)x0);
+      }
+    }
+    for (; i < len; ++i) {
+      const int64_t e = i;
+        const float x0 = in0[e];
+
+      lane_w0[0] = eg::combine_w0(lane_w0[0], (bool)x0);
+    }
+    pos += len;
+  }
+  for (int k = 0; k < L; ++k) {
+    acc.w0 = eg::combine_w0(acc.w0, lane_w0[k]);
+  }
+}
+
+inline void finish0(const Ctx& c, Row& r, const Acc0& acc) {
+
+  r.w0 = (bool)acc.w0;
+  int64_t off[2];
+  for (int k = 0; k < 2; ++k) off[k] = r.off[k];
+    const float* __restrict in0 = (const float*)c.data[0] + off[0];
+    const int64_t in0_step = c.strides[0 * c.nd + c.nd - 1];
+    (void)in0; (void)in0_step;
+    bool* __restrict out0 = (bool*)c.data[1] + off[1];
+    const int64_t out0_step = c.strides[1 * c.nd + c.nd - 1];
+    (void)out0; (void)out0_step;
+
+  const int64_t e = 0;
+  (void)e;
+}
+
+inline void map_phase(const Ctx& c, const Row& r, int64_t lo, int64_t hi) {
+  (void)r;
+
+  for (int64_t pos = lo; pos < hi;) {
+    const int64_t cols = c.shape[2 + c.nd - 1];
+    int64_t q = pos / cols;
+    const int64_t col = pos - q * cols;
+    const int64_t len = cols - col < hi - pos ? cols - col : hi - pos;
+    int64_t off[2];
+    for (int k = 0; k < 2; ++k) off[k] = r.off[k] + col * c.strides[k * c.nd + c.nd - 1];
+    for (int32_t d = c.nd - 2; d >= c.nout; --d) {
+      const int64_t i = q % c.shape[2 + d];
+      q /= c.shape[2 + d];
+      for (int k = 0; k < 2; ++k) off[k] += i * c.strides[k * c.nd + d];
+    }
+    const float* __restrict in0 = (const float*)c.data[0] + off[0];
+    const int64_t in0_step = c.strides[0 * c.nd + c.nd - 1];
+    (void)in0; (void)in0_step;
+    bool* __restrict out0 = (bool*)c.data[1] + off[1];
+    const int64_t out0_step = c.strides[1 * c.nd + c.nd - 1];
+    (void)out0; (void)out0_step;
+
+#pragma omp simd
+    for (int64_t e = 0; e < len; ++e) {
+
+    }
+    pos += len;
+  }
+}
+
+inline void store_row(const Ctx& c, const Row& r) {
+  int64_t off[2];
+  for (int k = 0; k < 2; ++k) off[k] = r.off[k];
+    const float* __restrict in0 = (const float*)c.data[0] + off[0];
+    const int64_t in0_step = c.strides[0 * c.nd + c.nd - 1];
+    (void)in0; (void)in0_step;
+    bool* __restrict out0 = (bool*)c.data[1] + off[1];
+    const int64_t out0_step = c.strides[1 * c.nd + c.nd - 1];
+    (void)out0; (void)out0_step;
+
+  out0[0] = r.w0;
+}
+
+inline void whole_row(const Ctx& c, int64_t row) {
+  Row r;
+  row_offsets(c, row, r);
+  Acc0 acc0;
+  acc0.w0 = eg::init_w0();
+  phase0(c, r, 0, c.inner_total, acc0);
+  finish0(c, r, acc0);
+  store_row(c, r);
+}
+}  // namespace
+
+// Many rows: threads take whole rows. Few rows: each pass over a row is split across threads, and their
+// partial accumulators are merged in thread order (deterministic for a given thread count).
+extern "C" void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape, void* const* data,
+                            const int64_t* strides, const uint64_t* scalars, int32_t nthreads) {
+  (void)ndim;
+  Ctx c{shape, data, strides, scalars, (int32_t)shape[0], (int32_t)shape[1], (int32_t)(shape[0] + shape[1]), 1};
+  for (int32_t d = 0; d < c.nin; ++d) c.inner_total *= shape[2 + c.nout + d];
+  if (nthreads <= 1 || total >= 2 * nthreads || c.inner_total < 4096) {
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && total > 1)
+    for (int64_t row = 0; row < total; ++row) whole_row(c, row);
+    return;
+  }
+  for (int64_t row = 0; row < total; ++row) {
+    Row r;
+    row_offsets(c, row, r);
+    {
+      Acc0 parts[256];
+      int used = 0;
+#pragma omp parallel num_threads(nthreads)
+      {
+        const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+        const int64_t chunk = (c.inner_total + nt - 1) / nt;
+        const int64_t lo = t * chunk < c.inner_total ? t * chunk : c.inner_total;
+        const int64_t hi = lo + chunk < c.inner_total ? lo + chunk : c.inner_total;
+        Acc0 acc;
+        acc.w0 = eg::init_w0();
+        phase0(c, r, lo, hi, acc);
+        if (t < 256) parts[t] = acc;
+        if (t == 0) used = (int)(nt < 256 ? nt : 256);
+      }
+      Acc0 acc = parts[0];
+      for (int t = 1; t < used; ++t) {
+        acc.w0 = eg::combine_w0(acc.w0, parts[t].w0);
+      }
+      finish0(c, r, acc);
+    }
+    store_row(c, r);
+  }
+}
