@@ -58,7 +58,18 @@ def power(x, y):
     return np.where(negative, inverse, np.power(x, np.where(negative, 0, y)))
 
 
-HELPERS = {"erf": erf, "erfc": erfc, "logistic": logistic, "power": power}
+def fma(x, y, z):
+    """x*y+z rounded once, for floats: the inputs converted to the result dtype (as the kernel does), then
+    float32 through float64 (where a float32 product is exact), float64 through long double."""
+    dtype = np.result_type(x, y, z)   # Python scalars weakly typed, as everywhere
+    if dtype.kind != "f":
+        raise TypeError(f"fma is defined for floating-point inputs, not {dtype.name}")
+    wide = np.float64 if dtype == FLOAT32 else np.longdouble
+    x, y, z = (np.asarray(v).astype(dtype).astype(wide) for v in (x, y, z))
+    return (x * y + z).astype(dtype)
+
+
+HELPERS = {"erf": erf, "erfc": erfc, "logistic": logistic, "power": power, "fma": fma}
 
 
 def _value(node: Node, values: dict, exact_float32: bool):

@@ -213,8 +213,16 @@ RECOGNISE = [
     Rule("where(x>0, x, 0) -> relu(x)", call("where", Pat.apply("greater", x, 0), x, 0), unary("relu"), "fast"),
 ]
 
+def _contract(x: Node, y: Node, z: Node) -> Node | None:
+    """x*y+z -> fma(x, y, z): one rounding instead of two (floats only; integers are exact already)."""
+    if any(n.dtype not in dtypes.FLOATS and n.op is not SCALAR for n in (x, y, z)):
+        return None
+    return graph.apply("fma", x, y, z)
+
+
 FAST = [
     Rule("(x+a)+b -> x+(a+b), (x*a)*b -> x*(a*b)", None, _reassociate, "fast"),
+    Rule("x*y+z -> fma(x, y, z)", Pat.var("x") * Pat.var("y") + Pat.var("z"), _contract, "fast"),
 ]
 
 BUILTIN = FOLD + EXACT + ACCURATE + RECOGNISE + FAST

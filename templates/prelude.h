@@ -50,6 +50,10 @@ EG_MATH2(atan2) EG_MATH2(hypot) EG_MATH2(pow) EG_MATH2(fmod)
 // Builtins the compiler inlines as single instructions (sqrt, round*, and, or, xor on the sign bit).
 static inline float sqrt(float x) { return __builtin_sqrtf(x); }
 static inline double sqrt(double x) { return __builtin_sqrt(x); }
+// x*y+z with one rounding, for the fast-math rule that contracts a multiply-add; integers need no care.
+template <class T> static inline T fma(T x, T y, T z) { return x * y + z; }
+template <> inline float fma(float x, float y, float z) { return __builtin_fmaf(x, y, z); }
+template <> inline double fma(double x, double y, double z) { return __builtin_fma(x, y, z); }
 static inline float copysign(float x, float y) { return __builtin_copysignf(x, y); }
 static inline double copysign(double x, double y) { return __builtin_copysign(x, y); }
 static inline float fabs(float x) { return __builtin_fabsf(x); }

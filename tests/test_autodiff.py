@@ -118,7 +118,8 @@ SMOOTH = ["exp", "sin", "tanh", "sigmoid", "square", "softplus", "arctan", "cos"
 
 
 @settings(max_examples=12, deadline=None)
-@given(st.lists(st.sampled_from(SMOOTH), min_size=1, max_size=4), st.sampled_from([None, 0, 1]))
+# At most three ops: exp(exp(exp(exp(1)))) overflows, and finite differences of inf say nothing.
+@given(st.lists(st.sampled_from(SMOOTH), min_size=1, max_size=3), st.sampled_from([None, 0, 1]))
 def test_random_compositions_match_finite_differences(chain, axis):
     x = np.random.default_rng(len(chain)).uniform(-1, 1, (3, 4))
 

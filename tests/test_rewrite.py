@@ -44,6 +44,7 @@ EXAMPLES = {
         lambda x, i, b: 0.5 * x * (1 + ex.tanh(0.7978845608028654 * (x + 0.044715 * x ** 3))),
     "where(x>0, x, 0) -> relu(x)": lambda x, i, b: ex.where(x > 0, x, 0),
     "(x+a)+b -> x+(a+b), (x*a)*b -> x*(a*b)": lambda x, i, b: (x * 3.0) * 0.5 + (i + 2) + 5,
+    "x*y+z -> fma(x, y, z)": lambda x, i, b: ex.sin(x) * x + 2.5,
 }
 
 EDGES = [0.0, -0.0, 1.0, -1.0, 0.5, 3.5, -2.25, 1e-40, -1e-40, 1e30, -1e30, 80.0, -80.0,

@@ -8,6 +8,8 @@ static inline float __builtin_sqrtf(float x) { return ::sqrtf(x); }
 static inline double __builtin_sqrt(double x) { return ::sqrt(x); }
 static inline float __builtin_copysignf(float x, float y) { return ::copysignf(x, y); }
 static inline double __builtin_copysign(double x, double y) { return ::copysign(x, y); }
+static inline float __builtin_fmaf(float x, float y, float z) { return ::fmaf(x, y, z); }
+static inline double __builtin_fma(double x, double y, double z) { return ::fma(x, y, z); }
 static inline float __builtin_fabsf(float x) { return ::fabsf(x); }
 static inline double __builtin_fabs(double x) { return ::fabs(x); }
 static inline float __builtin_floorf(float x) { return ::floorf(x); }
