@@ -19,9 +19,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	EXPRGEN_CACHE_DIR=$${EXPRGEN_CACHE_DIR:-$$(mktemp -d)/cache} $(PY) -m pytest -q -n 2 --dist loadfile
 
+# Random expressions against the reference for FUZZ_MINUTES (hypothesis "fuzz" profile, tests/test_fuzz.py);
+# failures are kept in .hypothesis/ and tried first by the next run. A summary of what was checked follows.
+FUZZ_MINUTES ?= 20
+fuzz: $(STAMP)
+	@stats=$$(mktemp -d); \
+	EXPRGEN_CACHE_DIR=$${EXPRGEN_CACHE_DIR:-$$(mktemp -d)/cache} EXPRGEN_FUZZ_PROFILE=fuzz EXPRGEN_FUZZ_STATS=$$stats \
+	EXPRGEN_FUZZ_MINUTES=$(FUZZ_MINUTES) EXPRGEN_FUZZ_DEADLINE=$$(( $$(date +%s) + 60 * $(FUZZ_MINUTES) )) \
+		$(PY) -m pytest -q -rfE -n 2 --dist load tests/test_fuzz.py; status=$$?; \
+	$(PY) tests/test_fuzz.py --summary $$stats; rm -rf $$stats; exit $$status
+
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) bench/bench_core.py
+	$(PY) bench/bench_reductions.py
+	$(PY) bench/bench_autodiff.py
 
 generate: $(STAMP)
 	$(VENV)/bin/exprgen generate

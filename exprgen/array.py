@@ -4,6 +4,11 @@ Operators and functions only build graph nodes; nothing runs until a value is as
 ``np.asarray``, ``float()``, ``ex.eval``). An Array that has been computed keeps its buffer, so asking
 twice computes once, and expressions built on it afterwards read that buffer instead of recomputing.
 
+Arrays are immutable. Every Python operator builds its op (the array API's and NumPy's meaning: ``&``,
+``|``, ``^`` and ``~`` are logical on bool operands and bitwise on integers; ``@`` is ``ex.matmul``), and
+the in-place forms rebind the name to a new Array (``x += 1``), keeping x's dtype and shape as NumPy
+does. Indexing and ``x.at[...]`` updates are in ``indexing.py``.
+
 Every op function (``ex.exp``, ``ex.add``, ...) is made here from its registry entry; a few take
 NumPy-style keyword arguments (``clip`` with ``None`` bounds, ``round(decimals=)``, ``gelu(approximate=)``).
 
@@ -27,43 +32,53 @@ from . import dtypes, graph, opdefs, rules
 from .graph import BUFFER, Node
 
 
-def _evaluate():
-    """realize.evaluate, imported on first use: building expressions never loads the backend."""
-    global _evaluate_function
-    if _evaluate_function is None:
-        from .realize import evaluate
+def _realize():
+    """The realize module, imported on first use: building expressions never loads the backend."""
+    global _realize_module
+    if _realize_module is None:
+        from . import realize
 
-        _evaluate_function = evaluate
-    return _evaluate_function
+        _realize_module = realize
+    return _realize_module
 
 
-_evaluate_function = None
+_realize_module = None
 
 
 class Array:
-    __slots__ = ("_node", "_value", "__weakref__")
+    __slots__ = ("_node", "_value", "_make_node", "__weakref__")
     __array_priority__ = 1000
 
     def __init__(self, node: Node, value: np.ndarray | None = None):
         self._node = node
         self._value = value
+        self._make_node = None
+
+    @classmethod
+    def _of_value(cls, value: np.ndarray, make_node) -> Array:
+        """An Array of a known ``value`` whose node, ``make_node()``, is made only when an expression needs
+        it (and then kept, as the graph gradients follow): reading an element (``float(x[3])``, indexing.py)
+        or comparing one (``x[3] > 0``, ``apply``) costs no graph work at all."""
+        array = cls(None, value)
+        array._make_node = make_node
+        return array
 
     # -- what it is -------------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
-        return self._node.shape
+        return (self._node or self._value).shape
 
     @property
     def dtype(self) -> np.dtype:
-        return self._node.dtype
+        return (self._node or self._value).dtype
 
     @property
     def ndim(self) -> int:
-        return len(self._node.shape)
+        return len(self.shape)
 
     @property
     def size(self) -> int:
-        return self._node.size
+        return (self._node or self._value).size
 
     @property
     def device(self) -> str:
@@ -76,10 +91,43 @@ class Array:
             _refuse_cuda(name)
         return self
 
-    def __dlpack__(self, **kwargs):
-        """DLPack export of the computed value, without a copy (keywords as in the array API:
-        ``stream``, ``max_version``, ``dl_device``, ``copy``; NumPy's rules apply)."""
-        return self.numpy().__dlpack__(**{k: v for k, v in kwargs.items() if v is not None})
+    def to_device(self, device, /, *, stream=None) -> Array:
+        """The array API's ``to``: CPU arrays have no streams, so ``stream`` must be None."""
+        if stream is not None:
+            raise ValueError(f"stream must be None for arrays on the CPU, not {stream!r}")
+        return self.to(device)
+
+    @property
+    def mT(self) -> Array:  # noqa: N802 - the array API's name
+        """The matrix transpose (the last two axes swapped) of a stack of matrices: a view."""
+        if self.ndim < 2:
+            raise ValueError(f"mT needs an array of at least two dimensions, got shape {self.shape}")
+        return self._transposed((*range(self.ndim - 2), self.ndim - 1, self.ndim - 2))
+
+    @property
+    def T(self) -> Array:  # noqa: N802
+        """The axes reversed, a view. The array API defines ``.T`` for 2-D arrays only (portable code uses
+        ``.mT`` for stacks of matrices); other shapes get NumPy's meaning, which NumPy code relies on."""
+        return self._transposed(tuple(reversed(range(self.ndim))))
+
+    def _transposed(self, order: tuple[int, ...]) -> Array:
+        return Array(graph.view(self._graph_node(), (("transpose", order),)))
+
+    def __array_namespace__(self, /, *, api_version=None):
+        """The exprgen module, an array API namespace (revisions 2023.12 and 2024.12; for exprgen they differ
+        in nothing but what 2024.12 adds). 2022.12 is refused: it wants float32 sums in float64."""
+        if api_version not in API_VERSIONS:
+            raise ValueError(f"exprgen implements the array API revisions {', '.join(API_VERSIONS[1:])}, "
+                             f"not {api_version!r}")
+        import exprgen
+
+        return exprgen
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """DLPack export of the computed value: NumPy's capsule over the very same memory (a copy only with
+        ``copy=True``). The memory is the CPU's, so ``stream`` must be None; NumPy's rules apply."""
+        asked = {"stream": stream, "max_version": max_version, "dl_device": dl_device, "copy": copy}
+        return self.numpy().__dlpack__(**{k: v for k, v in asked.items() if v is not None})
 
     def __dlpack_device__(self) -> tuple[int, int]:
         return (DLPACK_CPU, 0)
@@ -89,25 +137,38 @@ class Array:
             raise TypeError("len() of a 0-d array")
         return self.shape[0]
 
+    def __iter__(self):
+        """The subarrays along the first axis (computed once, then each read from the value's buffer)."""
+        n = len(self)
+        self.numpy()
+        return (self[i] for i in range(n))
+
     # -- values -------------------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
-        """The value as a NumPy array (computed on first request, then kept)."""
+        """The value as a NumPy array (computed on first request, then kept; a buffer leaf is its value)."""
         if self._value is None:
-            self._value = _evaluate()((self._node,))[0]
+            node = self._node
+            self._value = np.asarray(node.buffer) if node.op is BUFFER else _realize().evaluate((node,))[0]
         return self._value
 
     def _set_value(self, value: np.ndarray) -> None:
         self._value = value
 
     def _graph_node(self) -> Node:
-        """The node later expressions build on: once computed, the value's buffer (never recompute)."""
-        if self._value is not None and self._node.op is not BUFFER:
-            self._node = graph.buffer(self._value)
-        return self._node
+        """The node later expressions build on: once computed, the value's buffer (never recompute); an
+        Array made with its value (``_of_value``) keeps the node made for it, the graph gradients follow."""
+        node = self._node
+        if node is None:
+            node = self._node = self._make_node()
+        elif self._value is not None and node.op is not BUFFER and self._make_node is None:
+            node = self._node = graph.buffer(self._value)
+        return node
 
     def __array__(self, dtype=None, copy=None):
         value = self.numpy()
         if dtype is not None and np.dtype(dtype) != value.dtype:
+            if copy is False:
+                raise ValueError(f"converting {value.dtype.name} to {np.dtype(dtype).name} needs a copy (copy=False)")
             return value.astype(dtype)
         return value.copy() if copy else value
 
@@ -123,7 +184,7 @@ class Array:
     def __bool__(self):
         if self.size != 1:
             raise ValueError(f"the truth value of an array of shape {self.shape} is ambiguous; "
-                             f"use ex.any or ex.all once reductions exist, or compare explicitly")
+                             f"use ex.any(x) or ex.all(x)")
         return self._scalar(bool)
 
     def __index__(self):
@@ -147,59 +208,89 @@ class Array:
 
     # -- NumPy interoperation: np.exp(array) stays lazy -------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        if method != "__call__" or kwargs or ufunc.__name__ not in opdefs.registry():
+        if method != "__call__" or kwargs:
+            return NotImplemented
+        if ufunc is np.matmul:   # ndarray @ Array comes here, and only here
+            return _matmul(*inputs)
+        if ufunc.__name__ not in opdefs.registry():
             return NotImplemented
         return apply(ufunc.__name__, *inputs)
 
 
-def _binary(name: str, reflected: bool = False):
-    if reflected:
-        return lambda self, other: apply(name, other, self)
-    return lambda self, other: apply(name, self, other)
+def _op(name: str):
+    return lambda *operands: apply(name, *operands)
 
 
-def _logical_or_bitwise(name: str, reflected: bool = False):
-    """``&``, ``|``, ``^`` on bool arrays are the logical ops; bitwise integer ops are not here yet."""
+def _is_bool(operand) -> bool:
+    dtype = getattr(operand, "dtype", None)
+    return type(operand) is bool or (dtype is not None and dtype == dtypes.BOOL)
+
+
+def _logical_or_bitwise(logical: str, bitwise: str):
+    """``&``, ``|``, ``^``, ``~``: on bool operands the logical op (NumPy's bool result), else the bitwise one."""
+    def compute(*operands):
+        return apply(logical if all(map(_is_bool, operands)) else bitwise, *operands)
+    return compute
+
+
+def _matmul(a, b) -> Array:
+    from .linear_algebra import matmul   # linear_algebra builds on modules that come after this one
+
+    return matmul(a, b)
+
+
+def _divmod(a, b) -> tuple[Array, Array]:
+    return apply("floor_divide", a, b), apply("remainder", a, b)
+
+
+def _reflected(compute):
+    return lambda self, other: compute(other, self)
+
+
+def _inplace(compute, symbol: str):
+    """``x op= y``: arrays are immutable, so it rebinds x to ``x op y``, which must keep x's dtype and shape
+    (NumPy's rule for writing in place; the array API's too)."""
     def method(self, other):
-        operands = (other, self) if reflected else (self, other)
-        nodes = [as_node(o) for o in operands]
-        if any(n.dtype != dtypes.BOOL for n in nodes):
-            raise TypeError(f"the {name} operator is supported on bool arrays only (bitwise integer "
-                            f"ops are not implemented yet); use ex.{name}")
-        return apply(name, *operands)
+        result = compute(self, other)
+        if result.dtype != self.dtype:
+            raise TypeError(f"x {symbol}= y would make x {result.dtype.name} (it is {self.dtype.name}); an in-place "
+                            f"operator keeps the dtype, as in NumPy: write x = x {symbol} y")
+        if result.shape != self.shape:
+            raise ValueError(f"x {symbol}= y would make x of shape {result.shape} (it is {self.shape}); an "
+                             f"in-place operator keeps the shape, as in NumPy: write x = x {symbol} y")
+        return result
     return method
 
 
-for _dunder, _op in {"add": "add", "sub": "subtract", "mul": "multiply", "truediv": "divide",
-                     "floordiv": "floor_divide", "mod": "remainder", "pow": "power"}.items():
-    setattr(Array, f"__{_dunder}__", _binary(_op))
-    setattr(Array, f"__r{_dunder}__", _binary(_op, reflected=True))
-for _dunder, _op in {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
-                     "eq": "equal", "ne": "not_equal"}.items():
-    setattr(Array, f"__{_dunder}__", _binary(_op))
-for _dunder, _op in {"and": "logical_and", "or": "logical_or", "xor": "logical_xor"}.items():
-    setattr(Array, f"__{_dunder}__", _logical_or_bitwise(_op))
-    setattr(Array, f"__r{_dunder}__", _logical_or_bitwise(_op, reflected=True))
-Array.__neg__ = lambda self: apply("negative", self)
-Array.__pos__ = lambda self: apply("positive", self)
-Array.__abs__ = lambda self: apply("abs", self)
+_ARITHMETIC = {"add": ("+", _op("add")), "sub": ("-", _op("subtract")), "mul": ("*", _op("multiply")),
+               "truediv": ("/", _op("divide")), "floordiv": ("//", _op("floor_divide")),
+               "mod": ("%", _op("remainder")), "pow": ("**", _op("power")), "matmul": ("@", _matmul),
+               "and": ("&", _logical_or_bitwise("logical_and", "bitwise_and")),
+               "or": ("|", _logical_or_bitwise("logical_or", "bitwise_or")),
+               "xor": ("^", _logical_or_bitwise("logical_xor", "bitwise_xor")),
+               "lshift": ("<<", _op("bitwise_left_shift")), "rshift": (">>", _op("bitwise_right_shift"))}
+for _dunder, (_symbol, _compute) in _ARITHMETIC.items():
+    setattr(Array, f"__{_dunder}__", _compute)
+    setattr(Array, f"__r{_dunder}__", _reflected(_compute))
+    setattr(Array, f"__i{_dunder}__", _inplace(_compute, _symbol))
+Array.__divmod__ = _divmod
+Array.__rdivmod__ = _reflected(_divmod)
+for _dunder, _op_name in {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
+                          "eq": "equal", "ne": "not_equal"}.items():
+    setattr(Array, f"__{_dunder}__", _op(_op_name))
+Array.__neg__ = _op("negative")
+Array.__pos__ = _op("positive")
+Array.__abs__ = _op("abs")
+Array.__invert__ = _logical_or_bitwise("logical_not", "bitwise_invert")
 Array.__round__ = lambda self, ndigits=None: round(self, ndigits or 0)
 
 
 rules.user_value = Array  # user rules build their replacements from Arrays
 
 
-def __invert__(self):
-    if self.dtype != dtypes.BOOL:
-        raise TypeError("~ is supported on bool arrays only (bitwise integer ops are not implemented yet)")
-    return apply("logical_not", self)
-
-
-Array.__invert__ = __invert__
-
-
 # -- devices --------------------------------------------------------------------------------------
 CPU = "cpu"
+API_VERSIONS = (None, "2024.12", "2023.12")   # what __array_namespace__ accepts (None: the latest)
 DLPACK_CPU, DLPACK_CUDA = 1, 2   # DLPack's DLDeviceType codes for host memory and CUDA device memory
 _default_device = threading.local()
 
@@ -241,34 +332,52 @@ def device(name):
         _default_device.name = previous
 
 
-def from_dlpack(x, *, device=None) -> Array:
-    """An Array over the memory of a DLPack producer (a PyTorch, CuPy or JAX array, a NumPy array) without a
-    copy. CPU tensors only, until CUDA arrays exist (see the module docstring)."""
+def from_dlpack(x, /, *, device=None, copy=None) -> Array:
+    """An Array over the memory of a DLPack producer (a PyTorch, CuPy or JAX array, a NumPy array): NumPy
+    takes the capsule and exprgen reads that memory in place. ``copy``: True copies, False refuses to (as
+    NumPy decides). CPU tensors only, until CUDA arrays exist (see the module docstring)."""
     kind, ordinal = x.__dlpack_device__()
     if kind == DLPACK_CUDA:
         _refuse_cuda(f"cuda:{int(ordinal)}")
     if kind != DLPACK_CPU:
         raise ValueError(f"exprgen reads DLPack tensors in CPU memory (device type {DLPACK_CPU}), not device "
                          f"type {kind}")
-    return asarray(np.from_dlpack(x), device=device)
+    return asarray(np.from_dlpack(x) if copy is None else np.from_dlpack(x, copy=copy), device=device, copy=False)
 
 
 # -- building nodes -------------------------------------------------------------------------------
-def asarray(obj, dtype=None, device=None) -> Array:
-    """An exprgen Array viewing ``obj`` (a NumPy array is read in place, never copied), on ``device``
-    (default: "cpu", or the innermost ``with ex.device(...)``)."""
+def asarray(obj, /, *, dtype=None, device=None, copy=None) -> Array:
+    """An exprgen Array of ``obj`` (an Array, a NumPy array, or what NumPy reads: Python scalars and nested
+    sequences, buffers, DLPack producers) on ``device`` (default: "cpu", or the innermost ``with
+    ex.device(...)``).
+
+    ``copy``, as in the array API: None copies only where it must (a NumPy array is read in place, and a
+    conversion to ``dtype`` is lazy, fused into whatever reads it); True gives memory of its own (an Array's
+    copy is made when it is computed); False never copies and raises ValueError where it would have to.
+    """
     if device is None:
         device = getattr(_default_device, "name", None)
     if device is not None and normalize_device(device) != CPU:
         _refuse_cuda(normalize_device(device))
+    dtype = None if dtype is None else dtypes.as_dtype(dtype)
     if isinstance(obj, Array):
-        return obj if dtype is None else astype(obj, dtype)
-    array = obj if isinstance(obj, np.ndarray) else np.asarray(obj)
+        if copy:
+            return Array(graph.apply("astype", obj._graph_node(), params=((dtype or obj.dtype).name,)))
+        if dtype is None or dtype == obj.dtype:
+            return obj
+        if copy is False:
+            raise ValueError(f"asarray(copy=False) cannot convert {obj.dtype.name} to {dtype.name} without a copy")
+        return astype(obj, dtype)
+    # NumPy refuses copy=False where it cannot be met (ValueError), and converts lists straight to dtype.
+    array = obj if isinstance(obj, np.ndarray) and copy is None else np.asarray(obj, dtype=dtype, copy=copy)
     if array.dtype.kind in "fiub" and not array.dtype.isnative:
+        if copy is False:
+            raise ValueError(f"asarray(copy=False) cannot read {array.dtype.str} (not this machine's byte order) "
+                             f"without a copy")
         array = array.astype(array.dtype.newbyteorder("="))
     dtypes.check_supported(array.dtype)
     result = Array(graph.buffer(array), array)
-    return result if dtype is None else astype(result, dtype)
+    return result if dtype is None or dtype == array.dtype else astype(result, dtype)
 
 
 def as_node(obj) -> Node:
@@ -279,8 +388,33 @@ def as_node(obj) -> Node:
     return asarray(obj)._node
 
 
+def _known(operand) -> bool:
+    """A Python scalar, or one element read from a computed array (whose node is not made yet)."""
+    if type(operand) is Array:
+        return operand._node is None and operand._value.size <= 1
+    return dtypes.python_scalar_kind(operand) is not None
+
+
+def _now(name: str, operands: tuple, params: tuple) -> Array | None:
+    """``name`` over known elements (``x[3] > 0``), computed at once by NumPy where that is what a kernel
+    computes bit for bit (else None): loops over elements build no graph, compile and launch nothing."""
+    op = opdefs.get(name)
+    if op.is_reduction or len(operands) != op.arity:
+        return None   # the graph says what is wrong
+    dtype = op.result_dtype(tuple(o.dtype if type(o) is Array else type(o) for o in operands), params)
+    if not _realize().exact_in_numpy(op, dtype):
+        return None
+    with np.errstate(all="ignore"):   # a kernel does not warn either
+        value = np.asarray(op.numpy(*[o._value if type(o) is Array else o for o in operands], *params))
+    return Array._of_value(value, lambda: graph.apply(name, *map(as_node, operands), params=params))
+
+
 def apply(name: str, *operands, params: tuple = ()) -> Array:
     """Array for op ``name`` over Arrays, NumPy arrays or Python scalars (weakly typed)."""
+    if all(map(_known, operands)) and Array in map(type, operands):
+        now = _now(name, operands, params)
+        if now is not None:
+            return now
     nodes, strong = [], False
     for operand in operands:
         if type(operand) is Array:
@@ -330,15 +464,16 @@ def astype(x, dtype) -> Array:
     return apply("astype", x, params=(dtype.name,))
 
 
-def clip(x, lo=None, hi=None) -> Array:
-    """np.clip: either bound may be None."""
-    if lo is None and hi is None:
-        raise ValueError("clip needs at least one of lo and hi")
-    if lo is None:
-        return apply("minimum", x, hi)
-    if hi is None:
-        return apply("maximum", x, lo)
-    return apply("clip", x, lo, hi)
+def clip(x, /, min=None, max=None) -> Array:  # noqa: A002 - the array API's keyword names
+    """The array API's clip (NumPy's positional ``clip(x, lo, hi)`` too): either bound may be None, and
+    with neither the result is ``x`` itself."""
+    if min is None and max is None:
+        return x if isinstance(x, Array) else asarray(x)
+    if min is None:
+        return apply("minimum", x, max)
+    if max is None:
+        return apply("maximum", x, min)
+    return apply("clip", x, min, max)
 
 
 def round(x, decimals: int = 0) -> Array:  # noqa: A001 - the NumPy name

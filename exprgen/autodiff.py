@@ -31,7 +31,7 @@ from .graph import BUFFER, SCALAR, VIEW, Node
 
 
 def _keepdims_sum(a, axis):
-    return functions.sum(a, axis, keepdims=True)
+    return functions.sum(a, axis=axis, keepdims=True)
 
 
 def sum_to(g: Array, shape: tuple[int, ...]) -> Array:
@@ -40,7 +40,7 @@ def sum_to(g: Array, shape: tuple[int, ...]) -> Array:
         return g
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + d for d, n in enumerate(shape) if n == 1 and g.shape[lead + d] != 1)
-    return functions.reshape(functions.sum(g, axes, keepdims=True), shape) if axes else functions.reshape(g, shape)
+    return functions.reshape(functions.sum(g, axis=axes, keepdims=True), shape) if axes else functions.reshape(g, shape)
 
 
 _CALLS = {"broadcast_to": functions.broadcast_to, "sum": _keepdims_sum, "sum_to": sum_to}
@@ -94,7 +94,10 @@ def _differentiable(node: Node) -> bool:
 
 
 def _parents(node: Node) -> tuple[Node, ...]:
-    """The nodes ``node``'s value comes from: its sources, or for a viewed buffer, the buffer it views."""
+    """The nodes ``node``'s value comes from: its sources, for a viewed buffer the buffer it views, for a
+    node with its own backward rule (``custom_vjp``, ``computed``) the inputs that rule differentiates."""
+    if "custom_vjp" in node.memo:
+        return tuple(node.memo["custom_vjp"][0])
     if node.op is BUFFER and "view_of" in node.memo:
         return (node.memo["view_of"][0],)
     return node.src
@@ -127,7 +130,7 @@ def _view_adjoint(g: Array, base_shape: tuple, steps: tuple) -> Array:
         elif kind == "transpose":
             g = functions.transpose(g, tuple(int(a) for a in np.argsort(arg)))
         elif kind == "flip":
-            g = functions.flip(g, arg)
+            g = functions.flip(g, axis=arg)
         elif kind == "broadcast_to":
             g = sum_to(g, shape)
         else:
@@ -153,7 +156,7 @@ def _index_adjoint(g: Array, shape: tuple, key) -> Array:
             flips.append(axis)
         axis += 1
     g = functions.reshape(g, tuple(n for n in shape))
-    return functions.flip(g, tuple(flips)) if flips else g
+    return functions.flip(g, axis=tuple(flips)) if flips else g
 
 
 def _contributions(node: Node, g: Array):
@@ -186,10 +189,15 @@ def _contributions(node: Node, g: Array):
 
 def _backward(root: Node, cotangent: Array, wrt: list[Node]) -> list[Array]:
     targets = {id(w) for w in wrt}
+    order = _order(root, targets)
+    live = set(targets)   # the nodes a target's value flows into: no gradient is formed for the others
+    for node in order:
+        if any(id(p) in live for p in _parents(node)):
+            live.add(id(node))
     gradients: dict[int, Array] = {id(root): cotangent}
-    for node in reversed(_order(root, targets)):
+    for node in reversed(order):
         g = gradients.get(id(node))
-        if g is None or id(node) in targets or not _differentiable(node):
+        if g is None or id(node) in targets or id(node) not in live or not _differentiable(node):
             continue
         del gradients[id(node)]
         for source, contribution in _contributions(node, g):
@@ -267,6 +275,19 @@ def grad(f, argnums=0):
 def stop_gradient(x) -> Array:
     """``x``'s value, through which no gradient flows."""
     return apply("stop_gradient", x)
+
+
+def computed(value: np.ndarray, inputs, backward, name: str) -> Array:
+    """``value``, computed by NumPy from ``inputs`` (Arrays), as a leaf whose gradient is ``backward(g)``
+    (one Array per input); ``backward=None``: ``name`` is not differentiable, and a gradient reaching it
+    raises NotImplementedError instead of silently stopping there."""
+    def refuse(g):
+        raise NotImplementedError(f"{name} is not differentiable in exprgen (its value is computed by NumPy); "
+                                  f"wrap its result in ex.stop_gradient if no gradient should flow through it")
+
+    result = asarray(value)
+    result._graph_node().memo["custom_vjp"] = ([a._graph_node() for a in inputs], backward or refuse)
+    return result
 
 
 class custom_vjp:  # noqa: N801 - JAX's name

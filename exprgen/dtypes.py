@@ -4,6 +4,10 @@ Promotion is NumPy's own: an op's result dtype is what its NumPy reference retur
 the same dtypes (see ``opdefs.OpDef.result_dtype``). That keeps exprgen's typing identical to NumPy's,
 including weakly typed Python scalars, without a second copy of NumPy's tables here. This module only
 says which dtypes exprgen supports and how C spells them.
+
+Every real dtype of the array API standard is supported: bool, the signed and unsigned integers of 8 to
+64 bits, float32 and float64. ``CORE`` are the five that the standard kernel set is built for (the
+others compile on first use). Complex dtypes are refused with a TypeError that says so.
 """
 
 from __future__ import annotations
@@ -11,16 +15,21 @@ from __future__ import annotations
 import numpy as np
 
 BOOL = np.dtype(np.bool_)
-INT32 = np.dtype(np.int32)
-INT64 = np.dtype(np.int64)
+INT8, INT16, INT32, INT64 = (np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64))
+UINT8, UINT16, UINT32, UINT64 = (np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64))
 FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
 
-SUPPORTED = (BOOL, INT32, INT64, FLOAT32, FLOAT64)
+SIGNED = (INT8, INT16, INT32, INT64)
+UNSIGNED = (UINT8, UINT16, UINT32, UINT64)
+SUPPORTED = (BOOL, *SIGNED, *UNSIGNED, FLOAT32, FLOAT64)
+CORE = (BOOL, INT32, INT64, FLOAT32, FLOAT64)
 FLOATS = frozenset({FLOAT32, FLOAT64})
-INTEGERS = frozenset({INT32, INT64})
+INTEGERS = frozenset(SIGNED + UNSIGNED)
 
-C_TYPE = {BOOL: "bool", INT32: "int32_t", INT64: "int64_t", FLOAT32: "float", FLOAT64: "double"}
+# prelude.h declares the fixed-width names (no system headers), for CUDA too.
+C_TYPE = {BOOL: "bool", FLOAT32: "float", FLOAT64: "double",
+          **{d: f"{'u' if d.kind == 'u' else ''}int{8 * d.itemsize}_t" for d in SIGNED + UNSIGNED}}
 
 # A Python scalar is weakly typed: it takes the dtype of the array it meets. These are the dtypes NumPy
 # gives such a scalar when nothing else decides, and the probes used to ask NumPy what it would do.

@@ -3,7 +3,13 @@
 Primitive reductions (sum, prod, max, min, any, all, argmax, argmin) are entries of ``ops/``; mean, var,
 std, logsumexp, softmax and log_softmax are compositions of them, written so that the scheduler fuses
 each into one rows kernel (a reduced value kept as a size-1 axis broadcasts back over its row). Views
-(reshape, transpose, indexing, ...) are steps NumPy itself applies (``views.py``): no copy is made.
+(reshape, transpose, ...) are steps NumPy itself applies (``views.py``): no copy is made. Indexing
+is in ``indexing.py``.
+
+The functions have the array API's signatures: the array positional-only, ``axis`` and the rest
+keyword-only (``dtype`` for sum and prod, ``correction`` for var and std, which also take NumPy's
+``ddof``). The Array methods keep NumPy's habit of a positional axis (``x.sum(0)``). ``concatenate``,
+``concat`` and ``stack`` materialise (see ``concatenate``); ``count_nonzero`` is a lazy sum of ``x != 0``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import math
 
 import numpy as np
 
-from . import graph, opdefs, views
+from . import graph, opdefs
 from .array import Array, apply, asarray, astype
 from .realize import evaluate
 
@@ -31,38 +37,44 @@ def _finish(node, x_shape: tuple, axes: tuple, keepdims: bool) -> Array:
     return Array(graph.view(node, (("reshape", shape),)))
 
 
-def _reduce(name: str, x, axis=None, keepdims: bool = False) -> Array:
+def _reduce(name: str, x, axis=None, keepdims: bool = False, dtype=None) -> Array:
+    """Reduction ``name``; with ``dtype``, the input is cast to it first and the result is in it (the array
+    API's rule; an integer sum still accumulates in int64, which wraps to the same value)."""
+    if dtype is not None:
+        x = astype(x, dtype)
     node = _node(x)
     axes = graph.normalize_axes(axis, len(node.shape))
     if not axes:   # reducing over no axis: every element is its own result, in the result dtype
-        dtype = opdefs.get(name).result_dtype((node.signature_item(),), ((),))
-        return astype(Array(node), dtype)
-    return _finish(graph.reduce(name, node, axes), node.shape, axes, keepdims)
+        result_dtype = opdefs.get(name).result_dtype((node.signature_item(),), ((),))
+        result = astype(Array(node), result_dtype)
+    else:
+        result = _finish(graph.reduce(name, node, axes), node.shape, axes, keepdims)
+    return result if dtype is None else astype(result, dtype)
 
 
-def sum(x, axis=None, keepdims: bool = False) -> Array:  # noqa: A001 - NumPy's names
+def sum(x, /, *, axis=None, dtype=None, keepdims: bool = False) -> Array:  # noqa: A001 - NumPy's names
     """Sum over ``axis`` (None: all). Integers sum in int64, float32 accumulates in double."""
-    return _reduce("sum", x, axis, keepdims)
+    return _reduce("sum", x, axis, keepdims, dtype)
 
 
-def prod(x, axis=None, keepdims: bool = False) -> Array:
-    return _reduce("prod", x, axis, keepdims)
+def prod(x, /, *, axis=None, dtype=None, keepdims: bool = False) -> Array:
+    return _reduce("prod", x, axis, keepdims, dtype)
 
 
-def max(x, axis=None, keepdims: bool = False) -> Array:  # noqa: A001
+def max(x, /, *, axis=None, keepdims: bool = False) -> Array:  # noqa: A001
     """Maximum; NaN wins, as in NumPy. An empty reduction raises ValueError."""
     return _reduce("max", x, axis, keepdims)
 
 
-def min(x, axis=None, keepdims: bool = False) -> Array:  # noqa: A001
+def min(x, /, *, axis=None, keepdims: bool = False) -> Array:  # noqa: A001
     return _reduce("min", x, axis, keepdims)
 
 
-def any(x, axis=None, keepdims: bool = False) -> Array:  # noqa: A001
+def any(x, /, *, axis=None, keepdims: bool = False) -> Array:  # noqa: A001
     return _reduce("any", x, axis, keepdims)
 
 
-def all(x, axis=None, keepdims: bool = False) -> Array:  # noqa: A001
+def all(x, /, *, axis=None, keepdims: bool = False) -> Array:  # noqa: A001
     return _reduce("all", x, axis, keepdims)
 
 
@@ -79,13 +91,18 @@ def _arg(name: str, x, axis, keepdims: bool) -> Array:
     return _finish(graph.reduce(name, node, axes), node.shape, axes, keepdims)
 
 
-def argmax(x, axis=None, keepdims: bool = False) -> Array:
+def argmax(x, /, *, axis=None, keepdims: bool = False) -> Array:
     """Index of the first maximum (the first NaN, if any), as in NumPy."""
     return _arg("argmax", x, axis, keepdims)
 
 
-def argmin(x, axis=None, keepdims: bool = False) -> Array:
+def argmin(x, /, *, axis=None, keepdims: bool = False) -> Array:
     return _arg("argmin", x, axis, keepdims)
+
+
+def count_nonzero(x, /, *, axis=None, keepdims: bool = False) -> Array:
+    """How many elements are not zero (NaN counts), as int64: a lazy sum of ``x != 0``."""
+    return _reduce("sum", apply("not_equal", x, 0), axis, keepdims)
 
 
 def _count(x: Array, axis) -> int:
@@ -98,28 +115,38 @@ def _keepdims(result: Array, x: Array, axis, keepdims: bool) -> Array:
     return result if keepdims else _finish(result._graph_node(), x.shape, graph.normalize_axes(axis, x.ndim), False)
 
 
-def mean(x, axis=None, keepdims: bool = False) -> Array:
+def mean(x, /, *, axis=None, keepdims: bool = False) -> Array:
     """Sum / count: float64 for integer input, float32 stays float32 (summed in double)."""
     x = x if isinstance(x, Array) else asarray(x)
-    return _keepdims(sum(x, axis, True) / float(_count(x, axis)), x, axis, keepdims)  # weak float
+    return _keepdims(sum(x, axis=axis, keepdims=True) / float(_count(x, axis)), x, axis, keepdims)  # weak float
 
 
-def var(x, axis=None, ddof: int = 0, keepdims: bool = False) -> Array:
-    """Mean squared deviation from the mean, divided by ``n - ddof`` (two passes over each row, one kernel)."""
+def _correction(correction, ddof) -> float:
+    """The array API's ``correction`` or NumPy's ``ddof`` (the same number; give one of them)."""
+    if ddof is not None and correction != 0.0:
+        raise TypeError("give correction= or ddof=, not both")
+    return float(correction if ddof is None else ddof)
+
+
+def var(x, /, *, axis=None, correction=0.0, keepdims: bool = False, ddof=None) -> Array:
+    """Mean squared deviation from the mean, divided by ``n - correction`` (two passes over each row, one
+    kernel). ``ddof`` is NumPy's name for ``correction``."""
     x = x if isinstance(x, Array) else asarray(x)
-    deviation = x - mean(x, axis, keepdims=True)
-    return _keepdims(sum(deviation * deviation, axis, True) / float(_count(x, axis) - ddof), x, axis, keepdims)
+    deviation = x - mean(x, axis=axis, keepdims=True)
+    divisor = float(_count(x, axis)) - _correction(correction, ddof)
+    return _keepdims(sum(deviation * deviation, axis=axis, keepdims=True) / divisor, x, axis, keepdims)
 
 
-def std(x, axis=None, ddof: int = 0, keepdims: bool = False) -> Array:
+def std(x, /, *, axis=None, correction=0.0, keepdims: bool = False, ddof=None) -> Array:
     x = x if isinstance(x, Array) else asarray(x)
-    return _keepdims(apply("sqrt", var(x, axis, ddof, True)), x, axis, keepdims)
+    deviation = var(x, axis=axis, correction=_correction(correction, ddof), keepdims=True)
+    return _keepdims(apply("sqrt", deviation), x, axis, keepdims)
 
 
 def _shifted(x: Array, axis):
     """x minus its max along ``axis`` (kept as a size-1 axis), with infinite maxima replaced by 0 so that
     a row of -inf gives -inf, not NaN (as scipy.special.logsumexp does)."""
-    top = max(x, axis, keepdims=True)
+    top = max(x, axis=axis, keepdims=True)
     safe = apply("where", apply("isfinite", top), top, 0)
     return x - safe, safe
 
@@ -128,7 +155,7 @@ def logsumexp(x, axis=None, keepdims: bool = False) -> Array:
     """log(sum(exp(x))) without overflow: the max is taken out first."""
     x = x if isinstance(x, Array) else asarray(x)
     shifted, safe = _shifted(x, axis)
-    return _keepdims(apply("log", sum(apply("exp", shifted), axis, keepdims=True)) + safe, x, axis, keepdims)
+    return _keepdims(apply("log", sum(apply("exp", shifted), axis=axis, keepdims=True)) + safe, x, axis, keepdims)
 
 
 def softmax(x, axis=-1) -> Array:
@@ -136,13 +163,13 @@ def softmax(x, axis=-1) -> Array:
     x = x if isinstance(x, Array) else asarray(x)
     shifted, _ = _shifted(x, axis)
     e = apply("exp", shifted)
-    return e / sum(e, axis, keepdims=True)
+    return e / sum(e, axis=axis, keepdims=True)
 
 
 def log_softmax(x, axis=-1) -> Array:
     x = x if isinstance(x, Array) else asarray(x)
     shifted, _ = _shifted(x, axis)
-    return shifted - apply("log", sum(apply("exp", shifted), axis, keepdims=True))
+    return shifted - apply("log", sum(apply("exp", shifted), axis=axis, keepdims=True))
 
 
 # -- views ----------------------------------------------------------------------------------------
@@ -150,10 +177,15 @@ def _view(x, *steps) -> Array:
     return Array(graph.view(_node(x), tuple(steps)))
 
 
-def reshape(x, shape) -> Array:
-    """A view with a new shape (one dimension may be -1)."""
+def reshape(x, /, shape, *, copy=None) -> Array:
+    """A view with a new shape (one dimension may be -1). ``copy=True``: a copy, made when the result is
+    computed; ``copy=False``: ValueError when the array is a buffer that no strides can view so."""
     shape = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
-    return _view(x, ("reshape", shape))
+    node = _node(x)
+    if copy is False and node.op is graph.BUFFER:
+        node.buffer.reshape(shape, copy=False)   # NumPy's ValueError when that would copy
+    result = _view(x, ("reshape", shape))
+    return Array(graph.apply("astype", result._graph_node(), params=(node.dtype.name,))) if copy else result
 
 
 def transpose(x, axes=None) -> Array:
@@ -164,7 +196,8 @@ def transpose(x, axes=None) -> Array:
     return _view(x, ("transpose", tuple(a % len(node.shape) for a in axes)))
 
 
-permute_dims = transpose
+def permute_dims(x, /, axes) -> Array:
+    return transpose(x, axes)
 
 
 def swapaxes(x, axis1: int, axis2: int) -> Array:
@@ -175,7 +208,7 @@ def swapaxes(x, axis1: int, axis2: int) -> Array:
     return _view(x, ("transpose", tuple(order)))
 
 
-def expand_dims(x, axis) -> Array:
+def expand_dims(x, /, axis=0) -> Array:
     node = _node(x)
     axes = graph.normalize_axes(axis, len(node.shape) + len(axis if isinstance(axis, tuple) else (axis,)))
     shape = list(node.shape)
@@ -184,7 +217,7 @@ def expand_dims(x, axis) -> Array:
     return _view(x, ("reshape", tuple(shape)))
 
 
-def squeeze(x, axis=None) -> Array:
+def squeeze(x, /, axis=None) -> Array:
     node = _node(x)
     if axis is None:
         axes = tuple(d for d, n in enumerate(node.shape) if n == 1)
@@ -196,24 +229,20 @@ def squeeze(x, axis=None) -> Array:
     return _view(x, ("reshape", tuple(n for d, n in enumerate(node.shape) if d not in axes)))
 
 
-def broadcast_to(x, shape) -> Array:
+def broadcast_to(x, /, shape) -> Array:
     return _view(x, ("broadcast_to", tuple(shape)))
 
 
-def flip(x, axis=None) -> Array:
+def flip(x, /, *, axis=None) -> Array:
     node = _node(x)
     return _view(x, ("flip", graph.normalize_axes(axis, len(node.shape))))
-
-
-def getitem(x, key) -> Array:
-    """Basic indexing (ints, slices with any step, None, Ellipsis): a view."""
-    return _view(x, views.index_step(key))
 
 
 def concatenate(arrays, axis: int = 0) -> Array:
     """Join arrays along an existing axis. The result materialises: every part is computed in one
     evaluation pass, straight into its slice of one output buffer (parts of one shape share a kernel,
-    so ``stack`` is one kernel; parts of different shapes take one kernel per shape)."""
+    so ``stack`` is one kernel; parts of different shapes take one kernel per shape). The result is a leaf
+    that gives each part its slice of a gradient."""
     parts = [a if isinstance(a, Array) else asarray(a) for a in arrays]
     if not parts:
         raise ValueError("need at least one array to concatenate")
@@ -230,19 +259,28 @@ def concatenate(arrays, axis: int = 0) -> Array:
     shape = list(parts[0].shape)
     shape[axis] = builtins_sum(p.shape[axis] for p in parts)
     result = np.empty(shape, dtype)
-    slices, start = [], 0
+    indices, start = [], 0
     for p in parts:
         index = [slice(None)] * ndim
         index[axis] = slice(start, start + p.shape[axis])
-        slices.append(result[tuple(index)])
+        indices.append(tuple(index))
         start += p.shape[axis]
-    pending = [(p, s) for p, s in zip(parts, slices) if p.size]
+    pending = [(p, result[i]) for p, i in zip(parts, indices) if p.size]
     if pending:
         evaluate(tuple(p._graph_node() for p, _ in pending), out=[s for _, s in pending])
-    return asarray(result)
+    from .autodiff import computed   # later in the pipeline: the gradient is each part's slice of g
+
+    return computed(result, parts, lambda g: [g[i] for i in indices], "concatenate")
 
 
-def stack(arrays, axis: int = 0) -> Array:
+def concat(arrays, /, *, axis=0) -> Array:
+    """The array API's ``concatenate``: ``axis=None`` joins the arrays flattened (materialises)."""
+    if axis is None:
+        return concatenate([reshape(a, -1) for a in arrays], 0)
+    return concatenate(arrays, axis)
+
+
+def stack(arrays, /, *, axis: int = 0) -> Array:
     """Join arrays of one shape along a new axis (materialises, like ``concatenate``)."""
     parts = [a if isinstance(a, Array) else asarray(a) for a in arrays]
     if not parts:
@@ -254,17 +292,22 @@ def stack(arrays, axis: int = 0) -> Array:
     return concatenate([expand_dims(p, axis) for p in parts], axis)
 
 
-def _setitem(self, key, value):
-    raise TypeError("exprgen arrays are immutable; build a new one with ex.where(mask, new, old)")
+def _method(function):
+    """``function`` as an Array method, NumPy-style: the axis may be given by position too."""
+    def method(self, axis=None, **kwargs):
+        return function(self, axis=axis, **kwargs)
+    method.__name__ = method.__qualname__ = function.__name__
+    method.__doc__ = function.__doc__
+    return method
 
 
 # Array methods, NumPy-style.
 for _name, _function in {"sum": sum, "prod": prod, "max": max, "min": min, "any": any, "all": all,
                          "argmax": argmax, "argmin": argmin, "mean": mean, "var": var, "std": std,
-                         "swapaxes": swapaxes, "squeeze": squeeze, "flip": flip,
-                         "__getitem__": getitem, "__setitem__": _setitem}.items():
+                         "flip": flip}.items():
+    setattr(Array, _name, _method(_function))
+for _name, _function in {"swapaxes": swapaxes, "squeeze": squeeze}.items():
     setattr(Array, _name, _function)
 Array.reshape = lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape)
 Array.transpose = lambda self, *axes: transpose(self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int)
                                                 else (axes or None))
-Array.T = property(lambda self: transpose(self))

@@ -2,9 +2,11 @@
 
 A ``Node`` is ``(op, src, arg, dtype, shape)``. Building the same node twice returns the same object, so
 common subexpressions merge as they are written and node identity is structural equality. Leaves are
-``BUFFER`` (a NumPy array read in place, never copied) and ``SCALAR`` (a weakly typed Python scalar,
-passed to kernels as an argument so that changing it never recompiles). Every other op is an entry of
-the registry in ``opdefs``; its dtype comes from NumPy's rules and its shape from broadcasting.
+``BUFFER`` (a NumPy array read in place, never copied), ``SCALAR`` (a weakly typed Python scalar,
+passed to kernels as an argument so that changing it never recompiles) and ``INDEX`` (an int64 array
+without memory whose elements are their own offsets, from which ``creation`` builds arange, eye, ...).
+Every other op is an entry of the registry in ``opdefs``; its dtype comes from NumPy's rules and its
+shape from broadcasting.
 
 ``structure_key`` is what the plan cache keys on: the graph with scalar values abstracted away.
 """
@@ -23,7 +25,11 @@ from . import dtypes, opdefs, views
 BUFFER = "buffer"
 SCALAR = "scalar"
 VIEW = "view"       # arg: a tuple of view steps (views.py) over a source that is not pushed through
-LEAVES = frozenset({BUFFER, SCALAR})
+# arg: (strides, offset). Element i of an index leaf is offset + sum(i_d * strides_d): the offset a
+# strided int64 array would read, with nothing to read. Views move its layout as they move a buffer's; a
+# kernel computes the value where it would load one (render._load), so an iota costs no memory.
+INDEX = "index"
+LEAVES = frozenset({BUFFER, SCALAR, INDEX})
 
 
 @functools.cache
@@ -65,6 +71,8 @@ class Node:
             return f"buffer#{self.arg}<{self.dtype.name}{list(self.shape)}>"
         if self.op is SCALAR:
             return repr(self.arg)
+        if self.op is INDEX:
+            return f"index<{list(self.shape)}, strides {list(self.arg[0])}, offset {self.arg[1]}>"
         if self.op is VIEW:
             return f"view({self.src[0]!r} -> {list(self.shape)})"
         params = "".join(f", {p}" for p in self.arg)
@@ -94,6 +102,8 @@ def _make(op: str, src: tuple, arg, dtype: np.dtype, shape: tuple, hash_arg) -> 
 
 def buffer(array: np.ndarray) -> Node:
     """A leaf reading ``array`` in place. Each call makes a distinct leaf: arrays are not hashable."""
+    # A NumPy scalar's __array_interface__ points into a temporary copy, freed before a kernel runs.
+    array = np.asarray(array)
     dtypes.check_supported(array.dtype)
     ident = next(_buffer_ids)
     node = _make(BUFFER, (), ident, array.dtype, tuple(array.shape), ident)
@@ -111,6 +121,16 @@ def scalar(value) -> Node:
         raise OverflowError(f"Python integer {value} does not fit in int64; pass it as a float")
     # repr keeps 0.0 and -0.0 (equal under ==) apart; NaN compares unequal to itself but not by repr.
     return _make(SCALAR, (), value, dtypes.WEAK_DEFAULT[kind], (), (kind, repr(value)))
+
+
+def index(shape: tuple[int, ...], strides: tuple[int, ...] | None = None, offset: int = 0) -> Node:
+    """An index leaf (see INDEX): C-contiguous by default, so its values are 0, 1, 2, ... in C order.
+    Its ``address`` is its offset: kernels receive an index leaf's offset where a buffer's data pointer goes."""
+    shape = tuple(shape)
+    arg = (views.contiguous_strides(shape) if strides is None else tuple(strides), offset)
+    node = _make(INDEX, (), arg, dtypes.INT64, shape, arg)
+    object.__setattr__(node, "address", offset)
+    return node
 
 
 def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
@@ -215,6 +235,8 @@ def _view(src: Node, steps: tuple, shape: tuple, memo: dict) -> Node:
         return memo[key]
     if src.op is SCALAR:
         result = src
+    elif src.op is INDEX:
+        result = _view_index(src, steps)
     elif src.op is BUFFER:
         result = buffer(views.apply(src.buffer, steps))
         result.memo["view_of"] = (src, steps)   # where its values come from, for gradients
@@ -242,6 +264,27 @@ def _view(src: Node, steps: tuple, shape: tuple, memo: dict) -> Node:
         result = apply(src.op, *inputs, params=src.arg)
     memo[key] = result
     return result
+
+
+def _view_index(src: Node, steps: tuple) -> Node:
+    """An index leaf seen through ``steps``: another index leaf, moved as NumPy moves a strided array.
+    A reshape that no strides express (NumPy would copy) becomes arithmetic on the flat position in the
+    new shape, unravelled over the old shape's dims: still lazy, still without memory."""
+    strides, offset = src.arg
+    layout = views.layout_after(src.shape, steps, strides)
+    if layout is not None:
+        shape, strides, moved = layout
+        return index(shape, strides, offset + moved)
+    cut = next(k for k in range(len(steps), 0, -1) if views.layout_after(src.shape, steps[:k - 1], strides))
+    before = _view_index(src, steps[:cut - 1])
+    position = index(views.shape_after(before.shape, before.dtype, steps[cut - 1:cut]))
+    terms = [apply("multiply", apply("remainder", apply("floor_divide", position, scalar(step)), scalar(size)),
+                   scalar(stride))
+             for size, stride, step in zip(before.shape, before.arg[0], views.contiguous_strides(before.shape))
+             if size > 1]   # two at least: a reshape of fewer non-trivial dims is always a view
+    value = apply("add", functools.reduce(functools.partial(apply, "add"), terms), scalar(before.arg[1]))
+    rest = steps[cut:]
+    return view(value, rest) if rest else value
 
 
 def _reduces(node: Node) -> bool:
@@ -309,6 +352,8 @@ def leaf_entry(node: Node) -> tuple:
     if node.op is BUFFER:
         array = node.buffer
         return (BUFFER, array.dtype.str, array.shape, array.strides)
+    if node.op is INDEX:   # the offset is not structure: kernels receive it as an argument (its address)
+        return (INDEX, node.shape, node.arg[0])
     return (SCALAR, type(node.arg).__name__)
 
 

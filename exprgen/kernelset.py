@@ -55,11 +55,12 @@ def _placeholder(op: opdefs.OpDef, index: int, what, shape):
 
 
 def _dtype_variants(op: opdefs.OpDef) -> Iterator[tuple[str, np.dtype, tuple[np.dtype, ...], tuple]]:
-    """(name suffix, dtype, input dtypes, params) for each dtype the op is tried at."""
-    for dtype in dtypes.SUPPORTED:
+    """(name suffix, dtype, input dtypes, params) for each dtype the op is tried at: the core five (the
+    narrower and unsigned integers compile on first use)."""
+    for dtype in dtypes.CORE:
         inputs = tuple(dtypes.BOOL if c == "bool" and op.cast.count("bool") < op.arity else dtype for c in op.cast)
         if op.params == ("dtype",):
-            for target in dtypes.SUPPORTED:
+            for target in dtypes.CORE:
                 if target != dtype:
                     yield f"{dtype.name}_to_{target.name}", dtype, inputs, (target.name,)
         else:

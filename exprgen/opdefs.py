@@ -9,7 +9,9 @@ same rules.
 
 The result dtype is not a separate table: it is whatever the NumPy reference returns for empty inputs of
 the same dtypes (Python scalars passed as Python scalars, so they stay weakly typed). exprgen's typing is
-therefore NumPy's by construction.
+therefore NumPy's by construction. An entry's ``cast`` says what each input becomes before the expression
+sees it: the result dtype, the inputs' common dtype (comparisons; int64 and uint64 stay apart there, since
+NumPy 2 compares them exactly), bool, or nothing ("own": astype converts in its expression).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .resources import data_dir
 
 ARITY = {"unary": 1, "binary": 2, "ternary": 3, "reduce": 1}
 DEFAULT_INPUTS = {"unary": ("x",), "binary": ("x", "y"), "reduce": ("x",)}
-CASTS = ("result", "common", "bool")
+CASTS = ("result", "common", "bool", "own")
 
 # The C++ functions an op expression may call: everything prelude.h defines in namespace eg.
 _PRELUDE_FUNCTION = re.compile(r"EG_MATH[12]\((\w+)\)|static\s+inline\s+[\w:<>]+\s+(\w+)\s*\(")
@@ -111,6 +113,9 @@ class OpDef:
     domains: tuple[Domain, ...] = ()
     ulp: dict = field(default_factory=dict, compare=False)
     signed_zero: bool = True
+    # Whether the float32 result is the float64 one rounded once (the truth float32 kernels are measured
+    # against); not for ops on float32's own representation (nextafter), measured against NumPy's float32.
+    widen: bool = True
     aliases: tuple[str, ...] = ()
     props: frozenset[str] = frozenset()
     accepts: frozenset | None = None   # input dtypes allowed (user ops may narrow NumPy's rules)
@@ -186,10 +191,26 @@ def _probe(op: OpDef, signature: tuple, params: tuple):
                         f"convert the input with .astype('float32') first")
     dtypes.check_supported(result, f"{op.name}({shown})")
     common = np.result_type(*args) if signature else result
-    resolve = {"result": result, "common": common, "bool": dtypes.BOOL}
-    compute = tuple(resolve[c] for c in op.cast)
+    resolve = {"result": result, "common": common, "bool": dtypes.BOOL, "own": result}
+    compute = tuple(_common_input(item, common, signature) if c == "common" else _own(item) if c == "own"
+                    else resolve[c] for c, item in zip(op.cast, signature))
     t_type = resolve[op.cast[0]] if len(set(op.cast)) == 1 else result
     return result, compute, t_type
+
+
+def _own(item) -> np.dtype:
+    """An input of an "own" cast is not converted: the expression converts it (to ``T``, the result)."""
+    return dtypes.WEAK_DEFAULT[item] if isinstance(item, type) else item
+
+
+def _common_input(item, common: np.dtype, signature: tuple) -> np.dtype:
+    """The dtype an input of a "common" cast is converted to: the common dtype, except for integers whose
+    common dtype is a float (uint64 with a signed integer), which become int64 and uint64: NumPy 2
+    compares them exactly, and so do prelude.h's comparisons of that pair."""
+    integers = all(not isinstance(i, type) and i.kind in "iu" for i in signature)
+    if integers and common.kind == "f":
+        return dtypes.INT64 if item.kind == "i" else dtypes.UINT64
+    return common
 
 
 def _domain(raw) -> Domain:
@@ -243,8 +264,8 @@ def _load_entry(name: str, raw: dict, source: str) -> OpDef:
         raise ValueError(f"{where}: domain needs one entry per input ({len(inputs)}), got {len(domains)}")
     return OpDef(name=name, kind=kind, inputs=inputs, c=raw.get("c", ""), numpy_src=numpy_src, numpy=reference,
                  cast=cast, params=params, vjp=vjp, domains=domains, ulp=dict(raw.get("ulp", {})),
-                 signed_zero=raw.get("signed_zero", True), aliases=tuple(raw.get("aliases", ())),
-                 props=frozenset(raw.get("props", ())), init=raw.get("init", ""),
+                 signed_zero=raw.get("signed_zero", True), widen=raw.get("widen", True),
+                 aliases=tuple(raw.get("aliases", ())), props=frozenset(raw.get("props", ())), init=raw.get("init", ""),
                  combine=raw.get("combine", ""), accumulator=dict(raw.get("accumulator", {})),
                  empty=raw.get("empty", "identity"), index=bool(raw.get("index", False)), cuda=raw.get("cuda", ""))
 

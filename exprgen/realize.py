@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import counters, graph, reference, settings, views
+from . import counters, graph, opdefs, reference, settings, views
 from .backends import cpu
 from .cache import kernel_cache
-from .graph import BUFFER, SCALAR, VIEW, Node
+from .graph import BUFFER, INDEX, SCALAR, VIEW, Node
 from .memory import MIN_BYTES, pool
 from .pattern import Rewriter
 from .render import loop_geometry, render, rows_geometry
@@ -109,6 +109,8 @@ def rewrite(roots: tuple[Node, ...], fast_math: bool | None = None):
 
 def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool) -> Plan:
     rewritten, _, reads = rewrite(roots, fast_math)
+    # An index leaf has no memory to hand back: one asked for as a result is computed into a buffer.
+    rewritten = tuple(graph.apply("astype", r, params=(r.dtype.name,)) if r.op is INDEX else r for r in rewritten)
     kernels = schedule(rewritten)
     registers: dict[int, int] = {id(leaf): i for i, leaf in enumerate(leaves)}
     constants: list = []
@@ -116,6 +118,8 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
     for leaf in leaves:
         if leaf.op is BUFFER:
             layouts[id(leaf)] = _layout(leaf.shape, leaf.buffer.strides, leaf.dtype.itemsize)
+        elif leaf.op is INDEX:
+            layouts[id(leaf)] = (leaf.shape, leaf.arg[0])
     allocations = []
     out_by_root = {}
     for i, root in enumerate(rewritten):
@@ -255,7 +259,7 @@ _NO_SCALARS = cpu.ffi.new(_SCALARS, 1)
 
 def _run(plan: Plan, leaves: list[Node], out) -> list[np.ndarray]:
     registers = [leaf.buffer if leaf.op is BUFFER else leaf.arg for leaf in leaves]
-    pointers = [_leaf_pointer(leaf) if leaf.op is BUFFER else None for leaf in leaves]
+    pointers = [_leaf_pointer(leaf) if leaf.op is not SCALAR else None for leaf in leaves]
     if plan.constants:
         registers += plan.constants
         pointers += plan.constant_pointers
@@ -330,13 +334,41 @@ def _overlaps_inputs(out: list[np.ndarray], leaves: list[Node]) -> bool:
     return False
 
 
+def exact_in_numpy(op: opdefs.OpDef, dtype: np.dtype) -> bool:
+    """Does NumPy (the op's reference) compute ``op`` giving ``dtype`` on one element bit for bit as its
+    kernel does, with no rewrite to change it? Built-in ops held to 0 ULP (a reduction of one element gives
+    it back), unless fast-math or user rules are on."""
+    inexact = op.ulp and op.tolerance_ulp(dtype) and not op.is_reduction
+    return not (op.user or inexact or rules.USER or settings.option("fast_math"))
+
+
+def _numpy_exact(roots: tuple[Node, ...]) -> bool:
+    """Is every node one element (or none), computed by NumPy exactly as a kernel computes it? Then NumPy
+    answers in microseconds, where a launch costs more and a new structure compiles: code that reads
+    elements in a loop (``if x[i] > 0:``) never compiles."""
+    stack, seen = list(roots), set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.size > 1:   # a reduction of many elements has one, but NumPy sums in another order
+            return False
+        if node.op not in graph.LEAVES and node.op is not VIEW:
+            op = opdefs.get(node.op)
+            if not exact_in_numpy(op, node.dtype):
+                return False
+        stack.extend(node.src)
+    return True
+
+
 def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
     """The values of ``roots`` (written into ``out`` buffers when given)."""
     if out is not None:
         out = _check_out(roots, out)
     if all(r.size == 0 for r in roots):  # nothing to compute: no plan, no launch
         return [o if o is not None else np.empty(r.shape, r.dtype) for r, o in zip(roots, out or [None] * len(roots))]
-    if _use_reference():
+    if _use_reference() or _numpy_exact(roots):
         values = reference.evaluate(roots)
         if out is None:
             return values

@@ -14,7 +14,7 @@ import numpy as np
 
 from .dtypes import FLOAT32
 from . import views
-from .graph import BUFFER, SCALAR, VIEW, Node, toposort
+from .graph import BUFFER, INDEX, SCALAR, VIEW, Node, toposort
 
 
 def _float_typed(scalar_fn):
@@ -72,11 +72,20 @@ def fma(x, y, z):
 HELPERS = {"erf": erf, "erfc": erfc, "logistic": logistic, "power": power, "fma": fma}
 
 
+def index_values(node: Node) -> np.ndarray:
+    """An index leaf's elements: each one's offset in its layout (graph.INDEX)."""
+    strides, offset = node.arg
+    grids = np.indices(node.shape, dtype=np.int64, sparse=True)
+    return offset + sum((g * s for g, s in zip(grids, strides)), np.zeros(node.shape, np.int64))
+
+
 def _value(node: Node, values: dict, exact_float32: bool):
     if node.op is BUFFER:
         return node.buffer
     if node.op is SCALAR:
         return node.arg
+    if node.op is INDEX:
+        return index_values(node)
     if node.op is VIEW:
         return views.apply(np.asarray(values[id(node.src[0])]), node.arg)
     from . import opdefs
@@ -87,7 +96,7 @@ def _value(node: Node, values: dict, exact_float32: bool):
         result = np.asarray(op.numpy(*args, *node.arg))
     if result.dtype != node.dtype:
         raise AssertionError(f"reference for {node.op} gave {result.dtype}, graph says {node.dtype}")
-    if exact_float32:
+    if exact_float32 and op.widen:
         compute = op.compute_dtypes(tuple(s.signature_item() for s in node.src), node.arg)
         if FLOAT32 in compute:
             return _float32_via_float64(op, node, args, compute)

@@ -5,8 +5,11 @@ converted to), and the loop body calls them in order. The template arranges code
 function, which load expression for a layout) is made here in Python tables.
 
 ``loop_geometry`` decides the loop nest: dims are coalesced across all arrays where the layouts allow,
-and each array's innermost stride picks its load form (contiguous, broadcast or strided). That form is
-compiled in; sizes and strides are arguments, so one binary serves every size with the same layouts.
+and each array's innermost stride picks its load form (contiguous, broadcast or strided). An index leaf
+(graph.INDEX) has the same three forms with its offset for a value instead of a load: its "pointer" is
+an int64 base (the offset the kernel receives in its data slot, plus the row's offset), and element i is
+``base + i * step``. That form is compiled in; sizes and strides are arguments, so one binary serves
+every size with the same layouts.
 
 ``target`` picks the templates: ``templates/cpu`` (C++ for the CPU) or ``templates/cuda`` (CUDA C++ for
 NVRTC). Everything else is shared: the op functions, the statements, the load forms and the geometry. A
@@ -22,7 +25,7 @@ import numpy as np
 
 from . import opdefs
 from .dtypes import C_TYPE
-from .graph import Node, reductions, toposort
+from .graph import INDEX, Node, reductions, toposort
 from .resources import data_dir
 from .schedule import Kernel
 
@@ -95,7 +98,11 @@ def rows_geometry(shape: tuple[int, ...], axes: tuple[int, ...], layouts: list[t
     return outer, inner
 
 
-def _load(name: str, inner_stride: int, index: str = "i") -> str:
+def _load(name: str, inner_stride: int, index: str = "i", virtual: bool = False) -> str:
+    """The element ``index`` of array ``name`` along the inner dim; a ``virtual`` (index) array's value
+    is its offset, computed from its base where another array loads."""
+    if virtual:
+        return {1: f"({name} + {index})", 0: name}.get(inner_stride, f"({name} + {index} * {name}_step)")
     if inner_stride == 1:
         return f"{name}[{index}]"
     if inner_stride == 0:
@@ -108,11 +115,13 @@ def _function_name(op: opdefs.OpDef, compute: tuple, result: np.dtype) -> str:
 
 
 def _arrays(kernel: Kernel, inner_strides: list[int]) -> list[dict]:
-    arrays = [{"name": f"in{i}", "ctype": C_TYPE[n.dtype], "qualifier": "const "} for i, n in enumerate(kernel.inputs)]
-    arrays += [{"name": f"out{i}", "ctype": C_TYPE[n.dtype], "qualifier": ""} for i, n in enumerate(kernel.outputs)]
+    arrays = [{"name": f"in{i}", "ctype": C_TYPE[n.dtype], "qualifier": "const ", "index": n.op is INDEX}
+              for i, n in enumerate(kernel.inputs)]
+    arrays += [{"name": f"out{i}", "ctype": C_TYPE[n.dtype], "qualifier": "", "index": False}
+               for i, n in enumerate(kernel.outputs)]
     for array, inner in zip(arrays, inner_strides):
         array["strided"] = inner not in (0, 1)
-        array["contiguous"] = inner == 1
+        array["contiguous"] = inner == 1 and not array["index"]   # memory to move 16 bytes at a time
     return arrays
 
 
@@ -152,8 +161,10 @@ def _render_map(kernel: Kernel, inner_strides: list[int], target: str) -> tuple[
     statements = []
     for i, node in enumerate(kernel.inputs):
         names[id(node)] = f"x{i}"
-        statements.append({"name": f"x{i}", "ctype": C_TYPE[node.dtype], "expr": _load(f"in{i}", inner_strides[i]),
-                           "vector": _vector(f"in{i}", inner_strides[i])})
+        virtual = node.op is INDEX
+        statements.append({"name": f"x{i}", "ctype": C_TYPE[node.dtype],
+                           "expr": _load(f"in{i}", inner_strides[i], virtual=virtual),
+                           "vector": None if virtual else _vector(f"in{i}", inner_strides[i])})
     functions: dict[str, dict] = {}
     for j, node in enumerate(kernel.body):
         expr = _call(node, names, functions, target)
@@ -197,7 +208,7 @@ def _render_rows(kernel: Kernel, inner_strides: list[int], target: str) -> tuple
                 i = input_index[id(node)]
                 names[id(node)] = f"x{i}"
                 statements.append({"name": f"x{i}", "ctype": C_TYPE[node.dtype],
-                                   "expr": _load(f"in{i}", inner_strides[i], "e")})
+                                   "expr": _load(f"in{i}", inner_strides[i], "e", node.op is INDEX)})
             elif id(node) in body_index:
                 names[id(node)] = f"v{body_index[id(node)]}"
                 statements.append({"name": names[id(node)], "ctype": C_TYPE[node.dtype],

@@ -66,6 +66,32 @@ def _bool_only(build):
     return lambda x: build(x) if x.dtype == dtypes.BOOL else None
 
 
+def _floats(build):
+    """Only where x is a float array: on integers 1 + x and -x wrap at the ends of the range (log1p and
+    sigmoid would not), and log1p(bool) does not exist."""
+    return lambda x: build(x) if x.dtype in dtypes.FLOATS else None
+
+
+def _signed(build):
+    """Not where x is unsigned: there -x wraps to another magnitude (-1 is 255 in uint8)."""
+    return lambda x: build(x) if x.dtype.kind != "u" else None
+
+
+def _relu(node: Node, reads: set) -> Node | None:
+    """maximum(x, 0) -> relu(x), and maximum(0, x) only for integers: at a tie NumPy's maximum gives its
+    second operand, so maximum(0, -0.0) is -0.0 where relu gives 0.0. (A pattern would match both orders,
+    maximum being commutative.)"""
+    if node.op != "maximum":
+        return None
+    for x, zero in (node.src, node.src[::-1]):
+        if zero.op is SCALAR:
+            reads.add(zero)
+            positive_zero = zero.arg == 0 and math.copysign(1, zero.arg) > 0
+            if positive_zero and (zero is node.src[1] or x.dtype not in dtypes.FLOATS):
+                return graph.apply("relu", x)
+    return None
+
+
 def _float_roundtrip(node: Node, reads: set) -> Node | None:
     """float32 -> float64 -> float32 gives back every float32 exactly (NaN payloads aside)."""
     if node.op != "astype" or node.src[0].op != "astype":
@@ -188,7 +214,7 @@ EXACT = [
     Rule("x**2 -> x*x", x ** 2, lambda x: graph.apply("multiply", x, x)),
     Rule("-(-x) -> x", -(-x), lambda x: x),
     Rule("x/2**k -> x*2**-k", None, _divide_by_power_of_two),
-    Rule("abs(-x) -> abs(x)", call("abs", -x), unary("abs")),
+    Rule("abs(-x) -> abs(x)", call("abs", -x), _signed(unary("abs"))),
     Rule("abs(abs(x)) -> abs(x)", call("abs", call("abs", x)), unary("abs")),
     Rule("not(not(x)) -> x (bool)", call("logical_not", call("logical_not", x)), _bool_only(lambda x: x)),
     Rule("float32(float64(x)) -> x", None, _float_roundtrip),
@@ -197,17 +223,17 @@ EXACT = [
 # The most specific first: log(1+exp(x)) must become softplus before log(1+x) takes it apart.
 ACCURATE = [
     Rule("log(1+exp(x)) -> softplus(x)", call("log", 1 + call("exp", x)), unary("softplus"), "accurate"),
-    Rule("log(1+x) -> log1p(x)", call("log", 1 + x), unary("log1p"), "accurate"),
+    Rule("log(1+x) -> log1p(x)", call("log", 1 + x), _floats(unary("log1p")), "accurate"),
     Rule("exp(x)-1 -> expm1(x)", call("exp", x) - 1, unary("expm1"), "accurate"),
     Rule("log1p(exp(x)) -> softplus(x)", call("log1p", call("exp", x)), unary("softplus"), "accurate"),
 ]
 
 RECOGNISE = [
     # sigmoid's kernel keeps subnormal results that 1/(1+exp(-x)) flushes to 0: more accurate, not equal.
-    Rule("1/(1+exp(-x)) -> sigmoid(x)", 1 / (1 + call("exp", -x)), unary("sigmoid"), "accurate"),
-    Rule("reciprocal(1+exp(-x)) -> sigmoid(x)", call("reciprocal", 1 + call("exp", -x)), unary("sigmoid"),
+    Rule("1/(1+exp(-x)) -> sigmoid(x)", 1 / (1 + call("exp", -x)), _floats(unary("sigmoid")), "accurate"),
+    Rule("reciprocal(1+exp(-x)) -> sigmoid(x)", call("reciprocal", 1 + call("exp", -x)), _floats(unary("sigmoid")),
          "accurate"),
-    Rule("maximum(x, 0) -> relu(x)", call("maximum", x, 0), unary("relu")),
+    Rule("maximum(x, 0) -> relu(x)", None, _relu),
     Rule("0.5*x*(1+erf(x/sqrt2)), 0.5*x*(1+tanh(...)) -> gelu(x)", None, _gelu, "accurate"),
     # NaN: where(x > 0, x, 0) gives 0 and relu gives NaN, so this one may change a result.
     Rule("where(x>0, x, 0) -> relu(x)", call("where", Pat.apply("greater", x, 0), x, 0), unary("relu"), "fast"),

@@ -55,11 +55,15 @@ def apply(array: np.ndarray, steps: tuple[Step, ...]) -> np.ndarray:
         elif kind == "transpose":
             array = array.transpose(arg)
         elif kind == "getitem":
-            array = array[_thaw(arg)]
+            key = _thaw(arg)
+            parts = key if isinstance(key, tuple) else (key,)
+            # NumPy answers a key of ints alone with a scalar, a copy; a trailing ... keeps it a 0-d view.
+            array = array[parts if Ellipsis in parts else parts + (Ellipsis,)]
         elif kind == "broadcast_to":
             array = np.broadcast_to(array, arg)
         elif kind == "flip":
-            array = np.flip(array, arg)
+            # np.flip of a 0-d array is a scalar too; flipping it changes nothing.
+            array = np.flip(array, arg) if array.ndim else array
         else:
             raise ValueError(f"unknown view step {kind!r}")
     return array

@@ -3,10 +3,16 @@
 // The float libm functions are declared simd("notinbranch") so that gcc calls glibc's libmvec vector
 // variants (IEEE-correct) instead of falling back to scalar calls; -ffast-math is never used.
 typedef signed char int8_t;
+typedef short int16_t;
 typedef int int32_t;
 typedef long int64_t;
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
 typedef unsigned int uint32_t;
 typedef unsigned long uint64_t;
+// Applies a macro to each integer type, where the generic (float) template would be wrong for them.
+#define EG_SIGNED(M) M(int8_t) M(int16_t) M(int32_t) M(int64_t)
+#define EG_UNSIGNED(M) M(uint8_t) M(uint16_t) M(uint32_t) M(uint64_t)
 
 // The CPU's libm and OpenMP. CUDA kernels (cuda/prelude.cuh defines EG_CUDA and includes this file) get
 // the same names from CUDA's math library instead, and gcc's builtins from shims there.
@@ -79,11 +85,29 @@ template <class T> static inline bool isnan(T x) { return x != x; }
 template <class T> static inline bool isinf(T x) { return x == T(1) / T(0) || x == -T(1) / T(0); }
 template <class T> static inline bool isfinite(T x) { return !isnan(x) && !isinf(x); }
 template <class T> static inline bool signbit(T x) { return x < 0; }
-template <> inline bool isinf(int32_t) { return false; }
-template <> inline bool isinf(int64_t) { return false; }
-template <> inline bool isinf(bool) { return false; }
+#define EG_NEVER_INF(T) template <> inline bool isinf(T) { return false; }
+EG_SIGNED(EG_NEVER_INF) EG_UNSIGNED(EG_NEVER_INF) EG_NEVER_INF(bool)
 template <> inline bool signbit(float x) { return __builtin_signbitf(x); }
 template <> inline bool signbit(double x) { return __builtin_signbit(x); }
+
+// Comparisons. NumPy 2 compares int64 with uint64 exactly (their common dtype, float64, would round;
+// C++ would turn a negative int64 into a huge uint64); every other pair meets in its common dtype.
+template <class X, class Y> static inline bool equal(X x, Y y) { return x == y; }
+template <class X, class Y> static inline bool not_equal(X x, Y y) { return x != y; }
+template <class X, class Y> static inline bool less(X x, Y y) { return x < y; }
+template <class X, class Y> static inline bool less_equal(X x, Y y) { return x <= y; }
+template <class X, class Y> static inline bool greater(X x, Y y) { return x > y; }
+template <class X, class Y> static inline bool greater_equal(X x, Y y) { return x >= y; }
+static inline bool equal(int64_t x, uint64_t y) { return x >= 0 && uint64_t(x) == y; }
+static inline bool equal(uint64_t x, int64_t y) { return y >= 0 && x == uint64_t(y); }
+static inline bool less(int64_t x, uint64_t y) { return x < 0 || uint64_t(x) < y; }
+static inline bool less(uint64_t x, int64_t y) { return y >= 0 && x < uint64_t(y); }
+#define EG_MIXED_COMPARISONS(A, B)                                                              \
+  static inline bool not_equal(A x, B y) { return !equal(x, y); }                               \
+  static inline bool less_equal(A x, B y) { return less(x, y) || equal(x, y); }                 \
+  static inline bool greater(A x, B y) { return less(y, x); }                                   \
+  static inline bool greater_equal(A x, B y) { return less(y, x) || equal(x, y); }
+EG_MIXED_COMPARISONS(int64_t, uint64_t) EG_MIXED_COMPARISONS(uint64_t, int64_t)
 
 // NaN-propagating like np.maximum / np.minimum (the first NaN wins; ties keep the second operand).
 template <class T> static inline T maximum(T x, T y) { return (x > y || isnan(x)) ? x : y; }
@@ -98,10 +122,17 @@ template <> inline bool absolute(bool x) { return x; }
 // np.sign: NaN stays NaN, -0.0 gives 0.0.
 template <class T> static inline T sign(T x) { return x > 0 ? T(1) : x < 0 ? T(-1) : x == 0 ? T(0) : x; }
 
-// Integer reciprocal as NumPy computes it: through double, so 1/0 gives INT_MIN.
+// Integer reciprocal as NumPy computes it, through double: 1/0 is inf, which x86 converts to INT_MIN,
+// and every other quotient truncates to 1, -1 or 0. Written in integers: the double round trip let gcc
+// fold (double)(int)(1.0 / x) into trunc(1.0 / x) when a float op came next (-0.0 for x = -2, inf for 0).
 template <class T> static inline T reciprocal(T x) { return T(1) / x; }
-template <> inline int32_t reciprocal(int32_t x) { return (int32_t)(1.0 / (double)x); }
-template <> inline int64_t reciprocal(int64_t x) { return (int64_t)(1.0 / (double)x); }
+template <> inline int32_t reciprocal(int32_t x) { return x == 0 ? -2147483647 - 1 : x == 1 || x == -1 ? x : 0; }
+template <> inline int64_t reciprocal(int64_t x) { return x == 0 ? -9223372036854775807L - 1 : x == 1 || x == -1 ? x : 0; }
+// Narrower and unsigned types keep the low bits of that conversion of inf, which are 0.
+#define EG_SMALL_RECIPROCAL(T) template <> inline T reciprocal(T x) { return x == 1 || x == T(-1) ? x : 0; }
+EG_SMALL_RECIPROCAL(int8_t) EG_SMALL_RECIPROCAL(int16_t)
+#define EG_UNSIGNED_RECIPROCAL(T) template <> inline T reciprocal(T x) { return x == 1; }
+EG_UNSIGNED(EG_UNSIGNED_RECIPROCAL)
 
 // Floor division and Python-style remainder. NumPy's float version (npy_divmod): fmod, then fix the
 // sign and snap the quotient; division by zero gives fmod's NaN and a/b.
@@ -138,8 +169,36 @@ template <class T> static inline T floor_divide(T a, T b) {
     T r = a % b;                                                                \
     return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;                        \
   }
-EG_INT_DIVISION(int32_t)
-EG_INT_DIVISION(int64_t)
+EG_SIGNED(EG_INT_DIVISION)
+#define EG_UINT_DIVISION(T)                                                     \
+  template <> inline T floor_divide(T a, T b) { return b == 0 ? 0 : a / b; }    \
+  template <> inline T remainder(T a, T b) { return b == 0 ? 0 : a % b; }
+EG_UNSIGNED(EG_UINT_DIVISION)
+
+// Conversions (astype). A float becomes an 8- or 16-bit integer through int32, and an unsigned one through
+// int64 where negative, as NumPy's C casts do on x86-64: written directly, gcc folds (float)(int8_t)x into
+// trunc(x), which keeps -0.0 (NumPy's round trip gives 0.0), and vector conversions to unsigned saturate
+// where NumPy's wrap (-1.0 gives 2**32 - 1 either way; -7.0 gives 2**32 - 7 in NumPy).
+template <class To, class From> static inline To convert(From x, To) { return To(x); }
+#define EG_FLOAT_TO(To, Via)                                                                    \
+  static inline To convert(float x, To) { return To(Via(x)); }                                  \
+  static inline To convert(double x, To) { return To(Via(x)); }
+EG_FLOAT_TO(int8_t, int32_t) EG_FLOAT_TO(int16_t, int32_t) EG_FLOAT_TO(uint8_t, int32_t)
+EG_FLOAT_TO(uint16_t, int32_t) EG_FLOAT_TO(uint32_t, int64_t)
+static inline uint64_t convert(float x, uint64_t) { return x < 0 ? uint64_t(int64_t(x)) : uint64_t(x); }
+static inline uint64_t convert(double x, uint64_t) { return x < 0 ? uint64_t(int64_t(x)) : uint64_t(x); }
+
+// Bitwise. ~ of a bool is not (C++ would make ~true true). Shifts as NumPy defines them where C++ does
+// not: a count outside [0, width) gives 0, or the sign for a right shift; a left shift works on the
+// unsigned bits, so negative values shift too (their bits wrap as NumPy's do).
+template <class T> static inline T invert(T x) { return T(~x); }
+template <> inline bool invert(bool x) { return !x; }
+template <class T> static inline T left_shift(T x, T n) {
+  return n >= 0 && n < T(8 * sizeof(T)) ? T((uint64_t)x << n) : T(0);
+}
+template <class T> static inline T right_shift(T x, T n) {
+  return n >= 0 && n < T(8 * sizeof(T)) ? T(x >> n) : x < 0 ? T(-1) : T(0);
+}
 
 // Powers: floats through libm; integers by squaring, wrapping on overflow like NumPy. NumPy raises for a
 // negative integer exponent; exprgen gives the truncated value 1/x**-n (0 unless |x| == 1).
@@ -156,6 +215,16 @@ template <class T> static inline T power(T x, T n) {
 template <> inline float power(float x, float y) { return pow(x, y); }
 template <> inline double power(double x, double y) { return pow(x, y); }
 template <> inline bool power(bool x, bool y) { return x || !y; }
+
+// np.logaddexp: equal arguments (infinities of one sign too) give x + log(2), others the larger plus
+// log1p(exp(-|x - y|)); a NaN difference is the result.
+template <class T> static inline T logaddexp(T x, T y) {
+  if (x == y) return x + T(0.6931471805599453094172321214581766);
+  const T d = x - y;
+  return d > 0 ? x + log1p(exp(-d)) : d <= 0 ? y + log1p(exp(d)) : d;
+}
+static inline float nextafter(float x, float y) { return __builtin_nextafterf(x, y); }
+static inline double nextafter(double x, double y) { return __builtin_nextafter(x, y); }
 
 // 1 / (1 + exp(-x)) as written underflows to 0 where the result is still a subnormal (x < -87 in
 // float32): for negative x use exp(x) / (1 + exp(x)). One exp either way.
@@ -201,10 +270,14 @@ namespace eg {
 // Identities of max and min, typed by the accumulator they start.
 template <class T> static inline T lowest(T) { return T(-1) / T(0); }
 template <class T> static inline T highest(T) { return T(1) / T(0); }
-template <> inline int32_t lowest(int32_t) { return (int32_t)0x80000000u; }
-template <> inline int32_t highest(int32_t) { return 0x7fffffff; }
-template <> inline int64_t lowest(int64_t) { return (int64_t)0x8000000000000000ull; }
-template <> inline int64_t highest(int64_t) { return 0x7fffffffffffffffll; }
+#define EG_LIMITS(T, LOW, HIGH)                                                               \
+  template <> inline T lowest(T) { return LOW; }                                                \
+  template <> inline T highest(T) { return HIGH; }
+EG_LIMITS(int8_t, -128, 127) EG_LIMITS(int16_t, -32768, 32767)
+EG_LIMITS(int32_t, (int32_t)0x80000000u, 0x7fffffff)
+EG_LIMITS(int64_t, (int64_t)0x8000000000000000ull, 0x7fffffffffffffffll)
+EG_LIMITS(uint8_t, 0, 255) EG_LIMITS(uint16_t, 0, 65535) EG_LIMITS(uint32_t, 0, 0xffffffffu)
+EG_LIMITS(uint64_t, 0, 0xffffffffffffffffull)
 template <> inline bool lowest(bool) { return false; }
 template <> inline bool highest(bool) { return true; }
 

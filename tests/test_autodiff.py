@@ -13,6 +13,7 @@ NON_DIFFERENTIABLE = {
     "equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "logical_and", "logical_or",
     "logical_xor", "logical_not", "isnan", "isinf", "isfinite", "signbit", "floor", "ceil", "trunc", "round",
     "sign", "floor_divide", "stop_gradient", "any", "all", "argmax", "argmin",
+    "bitwise_and", "bitwise_or", "bitwise_xor", "invert", "left_shift", "right_shift", "nextafter",
 }
 # Excluded from the finite-difference sweep: astype changes dtype (tested below); where's condition is bool.
 SPECIAL = {"astype", "where"}
@@ -101,7 +102,7 @@ REDUCING = {
     "log_softmax": (lambda a: ex.log_softmax(a, axis=0).max(),
                     lambda a: (a - np.log(np.exp(a).sum(0, keepdims=True))).max()),
     "views": (lambda a: (a.T[::-1].reshape(2, 6) * ex.asarray(np.arange(12.0).reshape(2, 6))).sum()
-              + (ex.broadcast_to(a[:, None, :], (3, 2, 4)) ** 2).sum() + ex.flip(a, 1)[..., ::-1].sum(),
+              + (ex.broadcast_to(a[:, None, :], (3, 2, 4)) ** 2).sum() + ex.flip(a, axis=1)[..., ::-1].sum(),
               lambda a: (a.T[::-1].reshape(2, 6) * np.arange(12.0).reshape(2, 6)).sum()
               + (np.broadcast_to(a[:, None, :], (3, 2, 4)) ** 2).sum() + a.sum()),
 }

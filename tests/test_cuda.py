@@ -20,7 +20,7 @@ import pytest
 import exprgen as ex
 from exprgen import dtypes, opdefs, views
 from exprgen.backends import cuda
-from exprgen.graph import BUFFER, VIEW
+from exprgen.graph import BUFFER, INDEX, VIEW
 from exprgen.realize import rewrite
 from exprgen.render import _function_name, loop_geometry, render, rows_geometry
 from exprgen.schedule import schedule
@@ -68,6 +68,8 @@ def cuda_sources(*arrays) -> list[str]:
         for node in kernel.inputs + kernel.outputs:
             if node.op is BUFFER:
                 arrays_layouts.append((node.shape, tuple(s // node.dtype.itemsize for s in node.buffer.strides)))
+            elif node.op is INDEX:
+                arrays_layouts.append((node.shape, node.arg[0]))
             elif node.op is VIEW:
                 source = node.src[0]
                 shape, strides, _ = views.layout_after(source.shape, node.arg, layouts[id(source)][1])

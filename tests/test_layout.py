@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "exprgen"
 
 # Each module may import only modules before it (pipeline order), at module level.
 ORDER = ["resources", "dtypes", "counters", "settings", "views", "opdefs", "graph", "reference", "pattern", "rules",
-         "schedule", "render", "backends.cpu", "backends.cuda", "cache", "memory", "kernelset", "prebuild", "realize", "array", "functions", "autodiff", "report",
+         "schedule", "render", "backends.cpu", "backends.cuda", "cache", "memory", "kernelset", "prebuild", "realize", "array", "functions", "creation", "autodiff", "materialising", "manipulation", "indexing", "linear_algebra", "report", "array_api",
          "__init__", "cli", "testing"]
 
 

@@ -5,6 +5,10 @@ here. Values are each dtype's special values and the op's domain edges (all comb
 binary ops), then random values from the op's domain. Tolerances come from ``exprgen.testing``'s one
 table; float32 results are measured against the op computed in float64.
 
+The core dtypes (bool, int32, int64, float32, float64) meet in every combination. The narrower and
+unsigned integers are tested once per op and dtype, plus a few mixed pairs that cross signedness and
+kinds, all in one batch (``new_dtype_batch``): every op of every dtype compiles, at a few kernels' cost.
+
 Kernels compile at ~0.2 s each, and the whole suite has minutes, not hours: so ops are batched into
 multi-output kernels (``Batch``: a few ``ex.eval`` calls for hundreds of op/dtype outputs), computed once
 per module and shared. Each test checks its own op's outputs from the batches and reports every failing
@@ -30,7 +34,8 @@ from exprgen.testing import (assert_close, assert_matches_reference, defines_sig
 # Elementwise ops from ops/ (reductions are tested with their axes elsewhere; ops users define at run
 # time are not the registry's).
 OPS = [op for op in opdefs.canonical_ops(builtin_only=True) if op.kind in {"unary", "binary", "ternary"}]
-DTYPES = dtypes.SUPPORTED
+DTYPES = dtypes.CORE
+NEW_DTYPES = tuple(d for d in dtypes.SUPPORTED if d not in DTYPES)
 # Values for op parameters, by parameter name (the registry says which parameters an op has).
 PARAM_CHOICES = {"dtype": [d.name for d in DTYPES]}
 N_VALUES = {1: 256, 2: 1536, 3: 1536}   # elements per input: edge combinations, then domain samples
@@ -52,7 +57,7 @@ def numpy_refuses(op, signature, params=()) -> bool:
             result = np.asarray(op.numpy(*(np.ones(2, d) for d in signature), *params))
     except TypeError:
         return True
-    return result.dtype not in DTYPES
+    return result.dtype not in dtypes.SUPPORTED
 
 
 def accepted(op) -> list[tuple[tuple, tuple]]:
@@ -69,7 +74,8 @@ def domain_samples(op, index: int, dtype: np.dtype, n: int, rng) -> np.ndarray:
     if dtype == dtypes.BOOL:
         return rng.integers(0, 2, n).astype(bool)
     if dtype in dtypes.INTEGERS:
-        low, high = int(np.ceil(domain.low)), int(np.floor(domain.high))
+        info = np.iinfo(dtype)
+        low, high = max(int(np.ceil(domain.low)), info.min), min(int(np.floor(domain.high)), info.max)
         return rng.integers(low, max(low, high) + 1, n).astype(dtype)
     with np.errstate(over="ignore"):
         return rng.uniform(domain.low, domain.high, n).astype(dtype)
@@ -239,6 +245,77 @@ def test_random_domain_values(dtype, data):
     check_all((batch, key, describe(opdefs.get(key[0]), key[1], key[2])) for key in batch.nodes)
 
 
+# -- the narrower and unsigned integers ----------------------------------------------------------
+# Pairs that cross signedness and kinds: promotion to a wider signed integer, uint64 with int64 (float64
+# in NumPy, yet compared exactly), an integer meeting a float, a bool meeting an integer.
+MIXED = [(dtypes.INT8, dtypes.UINT8), (dtypes.UINT16, dtypes.INT32), (dtypes.UINT64, dtypes.INT64),
+         (dtypes.INT64, dtypes.UINT64), (dtypes.UINT32, dtypes.FLOAT32), (dtypes.BOOL, dtypes.INT16)]
+ALL_PARAM_CHOICES = {"dtype": [d.name for d in dtypes.SUPPORTED]}
+NEW_SCALAR = 3   # a weak Python int meeting each new dtype (out-of-range ints: test further down)
+
+
+def new_dtype_combos(op) -> list[tuple[tuple, tuple]]:
+    """(signature, params) involving a narrow or unsigned integer: each dtype at every input, the mixed
+    pairs, and conversions (astype) to and from each."""
+    signatures = [(d,) * op.arity for d in dtypes.SUPPORTED]
+    if op.arity > 1:
+        signatures += [pair + (pair[-1],) * (op.arity - 2) for pair in MIXED]
+    new = {d.name for d in NEW_DTYPES}
+    return [(sig, params) for sig in signatures
+            for params in itertools.product(*(ALL_PARAM_CHOICES[p] for p in op.params))
+            if new & ({d.name for d in sig} | set(params))]
+
+
+def new_dtype_columns(op, signature, params) -> list[np.ndarray]:
+    """``value_columns``, where a float becomes an integer (astype) only from values the integer holds:
+    the standard leaves NaN, infinities and out-of-range values unspecified there, as C++ does (NumPy's
+    answers are whatever its compiler's conversion instructions give, which differ from the vectorised
+    ones of a kernel)."""
+    columns = value_columns(op, signature, N_VALUES[op.arity])
+    targets = [np.dtype(p) for p in params if p in ALL_PARAM_CHOICES["dtype"]]
+    if targets and targets[0].kind in "iu" and columns[0].dtype.kind == "f":
+        info = np.iinfo(targets[0])
+        x = columns[0]
+        inside = np.isfinite(x) & (x > float(info.min) - 1) & (x < float(info.max) + 1)
+        columns[0] = np.where(inside, x, x.dtype.type(1))
+    return columns
+
+
+def new_scalar_operands(op, dtype) -> list:
+    return value_columns(op, (dtype,) * op.arity, 64)[:-1] + [NEW_SCALAR]
+
+
+@functools.cache
+def new_dtype_batch() -> Batch:
+    """One batch for them all: each op once per new dtype (and mixed pair), and with a weak Python int."""
+    entries = [((op.name, sig, params), op.name, [ex.asarray(c) for c in new_dtype_columns(op, sig, params)],
+                params, "new")
+               for op in OPS for sig, params in new_dtype_combos(op) if not numpy_refuses(op, sig, params)]
+    entries += [((op.name, dtype, int), op.name, new_scalar_operands(op, dtype), (), "new scalar")
+                for op in OPS if op.arity > 1 for dtype in NEW_DTYPES
+                if numpy_outcome(op, new_scalar_operands(op, dtype)) in dtypes.SUPPORTED]
+    return Batch(entries)
+
+
+@pytest.mark.parametrize("op", OPS, ids=op_id)
+def test_narrow_and_unsigned_integers(op):
+    """int8, int16 and the unsigned integers: NumPy's dtypes and values (wrapping, shifts past the width,
+    MIN // -1, division by zero), also beside a weak Python int; where NumPy refuses the dtypes or
+    answers in float16, TypeError."""
+    checks = []
+    for sig, params in new_dtype_combos(op):
+        if numpy_refuses(op, sig, params):
+            with pytest.raises(TypeError):
+                ex.apply(op.name, *(np.ones(2, d) for d in sig), params=params)
+        else:
+            checks.append((new_dtype_batch(), (op.name, sig, params), describe(op, sig, params)))
+    for dtype in NEW_DTYPES if op.arity > 1 else ():
+        if numpy_outcome(op, new_scalar_operands(op, dtype)) in dtypes.SUPPORTED:
+            checks.append((new_dtype_batch(), (op.name, dtype, int), f"{describe(op, (dtype,) * op.arity)} with "
+                           f"{NEW_SCALAR} last"))
+    check_all(checks)
+
+
 # -- memory layouts --------------------------------------------------------------------------------
 # Per arity, the layout of each operand; all broadcast to (4, 6) except the 1-D sets, of shape (7,).
 LAYOUTS = {
@@ -293,6 +370,10 @@ def layout_entries(op, dtype, layout_sets) -> list:
     return entries
 
 
+# Every element size (int16: 2 bytes) and signedness of the narrowest (uint8).
+ELEMENT_DTYPES = DTYPES + (dtypes.INT16, dtypes.UINT8)
+
+
 def first_op_accepting(arity: int, dtype: np.dtype):
     return next((op for op in OPS if op.arity == arity and not op.params and not numpy_refuses(op, (dtype,) * arity)),
                 None)
@@ -301,7 +382,7 @@ def first_op_accepting(arity: int, dtype: np.dtype):
 @functools.cache
 def layout_batch() -> Batch:
     entries = [e for op in OPS for e in layout_entries(op, layout_dtype(op), op_layouts(op))]
-    for dtype, arity in itertools.product(DTYPES, LAYOUTS):
+    for dtype, arity in itertools.product(ELEMENT_DTYPES, LAYOUTS):
         op = first_op_accepting(arity, dtype)
         if op is not None:
             entries += layout_entries(op, np.dtype(dtype), LAYOUTS[arity])
@@ -320,7 +401,7 @@ def test_layouts(op):
     check_all(layout_checks(op, layout_dtype(op), op_layouts(op)))
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", ELEMENT_DTYPES, ids=str)
 def test_every_layout_for_every_element_size(dtype):
     """Strides are counted in elements of each size: one op per arity in every dtype, every layout."""
     ops = [first_op_accepting(arity, dtype) for arity in LAYOUTS]
@@ -366,7 +447,7 @@ def scalar_batch(round_: int) -> Batch:
         for op in (o for o in OPS if o.arity > 1):
             for pattern in scalar_patterns(op):
                 operands = scalar_operands(op, dtype, pattern, value)
-                if numpy_outcome(op, operands) in DTYPES:
+                if numpy_outcome(op, operands) in dtypes.SUPPORTED:
                     entries.append(((op.name, dtype, kind, pattern), op.name, operands, (), (dtype, kind)))
     return Batch(entries)
 
@@ -384,7 +465,7 @@ def test_python_scalars_are_weakly_typed(op):
             operands = scalar_operands(op, dtype, pattern, value)
             shown = ", ".join(repr(o) if s else dtype.name for o, s in zip(operands, pattern))
             expected = numpy_outcome(op, operands)
-            if expected not in DTYPES:
+            if expected not in dtypes.SUPPORTED:
                 # NumPy raises, or answers in a dtype exprgen lacks: exprgen must raise the same, or TypeError.
                 error = expected if isinstance(expected, type) else TypeError
                 with pytest.raises(error):
@@ -406,7 +487,7 @@ def test_python_int_out_of_range_for_the_array(op):
     any int beyond int64, since Python ints reach kernels as int64 arguments ("pass it as a float").
     """
     failures = []
-    for dtype, value in ((dtypes.INT32, 2**40), (dtypes.INT32, -2**31 - 1), (dtypes.INT64, 2**63)):
+    for dtype, value in ((dtypes.INT32, 2**40), (dtypes.INT32, -2**31 - 1), (dtypes.INT64, 2**63), (dtypes.UINT16, -1)):
         for pattern in scalar_patterns(op):
             operands = scalar_operands(op, dtype, pattern, value)
             shown = ", ".join(repr(o) if s else dtype.name for o, s in zip(operands, pattern))

@@ -190,7 +190,7 @@ def test_view_functions():
     np.testing.assert_array_equal(ex.permute_dims(x, (2, 0, 1)).numpy(), np.permute_dims(xs, (2, 0, 1)))
     np.testing.assert_array_equal(ex.expand_dims(x, (0, -1)).numpy(), np.expand_dims(xs, (0, -1)))
     np.testing.assert_array_equal(ex.broadcast_to(x[:, :1], (2, 3, 4)).numpy(), np.broadcast_to(xs[:, :1], (2, 3, 4)))
-    np.testing.assert_array_equal(ex.flip(x, (0, 2)).numpy(), np.flip(xs, (0, 2)))
+    np.testing.assert_array_equal(ex.flip(x, axis=(0, 2)).numpy(), np.flip(xs, (0, 2)))
     np.testing.assert_array_equal(x.T.numpy(), xs.T)
     np.testing.assert_array_equal(ex.reshape(x * 1.5, (4, -1)).numpy(), (xs * 1.5).reshape(4, -1))
     with pytest.raises(TypeError, match="immutable"):

@@ -1,7 +1,7 @@
 // exprgen kernel: out0 = astype(x0, float64)
 #include "prelude.h"
 namespace eg {
-static inline double astype_f8_f8(double x) { typedef double T; return (double)(x); }
+static inline double astype_b1_f8(bool x) { typedef double T; return (double)(convert(x, T(0))); }
 }  // namespace eg
 
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the
@@ -26,7 +26,7 @@ static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const 
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) {
       const bool x0 = in0[i];
-      const double v0 = eg::astype_f8_f8(x0);
+      const double v0 = eg::astype_b1_f8(x0);
       out0[i] = v0;
     }
     pos += len;

@@ -1,7 +1,7 @@
 // exprgen kernel: out0 = astype(x0, float32)
 #include "prelude.h"
 namespace eg {
-static inline float astype_f4_f4(float x) { typedef float T; return (float)(x); }
+static inline float astype_f8_f4(double x) { typedef float T; return (float)(convert(x, T(0))); }
 }  // namespace eg
 
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the
@@ -26,7 +26,7 @@ static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const 
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) {
       const double x0 = in0[i];
-      const float v0 = eg::astype_f4_f4(x0);
+      const float v0 = eg::astype_f8_f4(x0);
       out0[i] = v0;
     }
     pos += len;

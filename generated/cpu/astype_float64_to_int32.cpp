@@ -1,7 +1,7 @@
 // exprgen kernel: out0 = astype(x0, int32)
 #include "prelude.h"
 namespace eg {
-static inline int32_t astype_i4_i4(int32_t x) { typedef int32_t T; return (int32_t)(x); }
+static inline int32_t astype_f8_i4(double x) { typedef int32_t T; return (int32_t)(convert(x, T(0))); }
 }  // namespace eg
 
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the
@@ -26,7 +26,7 @@ static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const 
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) {
       const double x0 = in0[i];
-      const int32_t v0 = eg::astype_i4_i4(x0);
+      const int32_t v0 = eg::astype_f8_i4(x0);
       out0[i] = v0;
     }
     pos += len;

@@ -1,7 +1,7 @@
 // exprgen kernel: out0 = astype(x0, bool)
 #include "prelude.h"
 namespace eg {
-static inline bool astype_b1_b1(bool x) { typedef bool T; return (bool)(x); }
+static inline bool astype_i4_b1(int32_t x) { typedef bool T; return (bool)(convert(x, T(0))); }
 }  // namespace eg
 
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the
@@ -26,7 +26,7 @@ static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const 
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) {
       const int32_t x0 = in0[i];
-      const bool v0 = eg::astype_b1_b1(x0);
+      const bool v0 = eg::astype_i4_b1(x0);
       out0[i] = v0;
     }
     pos += len;

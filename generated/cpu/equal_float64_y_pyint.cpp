@@ -1,7 +1,7 @@
 // exprgen kernel: out0 = equal(x0, s0)
 #include "prelude.h"
 namespace eg {
-static inline bool equal_f8f8_b1(double x, double y) { typedef double T; return (bool)(x == y); }
+static inline bool equal_f8f8_b1(double x, double y) { typedef double T; return (bool)(equal(x, y)); }
 }  // namespace eg
 
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the

@@ -1,7 +1,7 @@
 // exprgen kernel: out0 = greater(x0, s0)
 #include "prelude.h"
 namespace eg {
-static inline bool greater_f4f4_b1(float x, float y) { typedef float T; return (bool)(x > y); }
+static inline bool greater_f4f4_b1(float x, float y) { typedef float T; return (bool)(greater(x, y)); }
 }  // namespace eg
 
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the

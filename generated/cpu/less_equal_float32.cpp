@@ -1,7 +1,7 @@
 // exprgen kernel: out0 = less_equal(x0, x1)
 #include "prelude.h"
 namespace eg {
-static inline bool less_equal_f4f4_b1(float x, float y) { typedef float T; return (bool)(x <= y); }
+static inline bool less_equal_f4f4_b1(float x, float y) { typedef float T; return (bool)(less_equal(x, y)); }
 }  // namespace eg
 
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the

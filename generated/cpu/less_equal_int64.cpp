@@ -1,7 +1,7 @@
 // exprgen kernel: out0 = less_equal(x0, x1)
 #include "prelude.h"
 namespace eg {
-static inline bool less_equal_i8i8_b1(int64_t x, int64_t y) { typedef int64_t T; return (bool)(x <= y); }
+static inline bool less_equal_i8i8_b1(int64_t x, int64_t y) { typedef int64_t T; return (bool)(less_equal(x, y)); }
 }  // namespace eg
 
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the

@@ -1,7 +1,7 @@
 // exprgen kernel: out0 = less(x0, s0)
 #include "prelude.h"
 namespace eg {
-static inline bool less_i4i4_b1(int32_t x, int32_t y) { typedef int32_t T; return (bool)(x < y); }
+static inline bool less_i4i4_b1(int32_t x, int32_t y) { typedef int32_t T; return (bool)(less(x, y)); }
 }  // namespace eg
 
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the

@@ -1,7 +1,7 @@
 // exprgen kernel: out0 = not_equal(x0, x1)
 #include "prelude.h"
 namespace eg {
-static inline bool not_equal_b1b1_b1(bool x, bool y) { typedef bool T; return (bool)(x != y); }
+static inline bool not_equal_b1b1_b1(bool x, bool y) { typedef bool T; return (bool)(not_equal(x, y)); }
 }  // namespace eg
 
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the

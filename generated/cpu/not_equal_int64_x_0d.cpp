@@ -1,7 +1,7 @@
 // exprgen kernel: out0 = not_equal(x0, x1)
 #include "prelude.h"
 namespace eg {
-static inline bool not_equal_i8i8_b1(int64_t x, int64_t y) { typedef int64_t T; return (bool)(x != y); }
+static inline bool not_equal_i8i8_b1(int64_t x, int64_t y) { typedef int64_t T; return (bool)(not_equal(x, y)); }
 }  // namespace eg
 
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the

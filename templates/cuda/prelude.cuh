@@ -21,6 +21,8 @@ static inline double __builtin_trunc(double x) { return ::trunc(x); }
 static inline float __builtin_nearbyintf(float x) { return ::nearbyintf(x); }
 static inline double __builtin_nearbyint(double x) { return ::nearbyint(x); }
 static inline bool __builtin_signbitf(float x) { return ::signbit(x); }
+static inline float __builtin_nextafterf(float x, float y) { return ::nextafterf(x, y); }
+static inline double __builtin_nextafter(double x, double y) { return ::nextafter(x, y); }
 static inline bool __builtin_signbit(double x) { return ::signbit(x); }
 // prelude.h's float GELU calls glibc's double exp and erfc under these names.
 static inline double eg_wide_exp(double x) { return ::exp(x); }

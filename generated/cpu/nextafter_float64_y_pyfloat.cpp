@@ -1,0 +1,52 @@
+// exprgen kernel: out0 = nextafter(x0, s0)
+#include "prelude.h"
+namespace eg {
+static inline double nextafter_f8f8_f8(double x, double y) { typedef double T; return (double)(nextafter(x, y)); }
+}  // namespace eg
+
+// Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the
+// inner loop is a plain SIMD loop whatever the layouts.
+static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const int64_t* shape,
+                      void* const* data, const int64_t* strides, const uint64_t* scalars) {
+  double s0;
+  __builtin_memcpy(&s0, scalars + 0, sizeof(s0));
+  const int64_t cols = shape[ndim - 1];
+  while (pos < end) {
+    int64_t row = pos / cols;
+    const int64_t col = pos - row * cols;
+    const int64_t len = cols - col < end - pos ? cols - col : end - pos;
+    int64_t off0 = col * strides[0 * ndim + ndim - 1];
+    int64_t off1 = col * strides[1 * ndim + ndim - 1];
+    for (int32_t d = ndim - 2; d >= 0; --d) {
+      const int64_t i = row % shape[d];
+      row /= shape[d];
+      off0 += i * strides[0 * ndim + d];
+      off1 += i * strides[1 * ndim + d];
+    }
+    const double* __restrict in0 = (const double*)data[0] + off0;
+    double* __restrict out0 = (double*)data[1] + off1;
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) {
+      const double x0 = in0[i];
+      const double v0 = eg::nextafter_f8f8_f8(x0, s0);
+      out0[i] = v0;
+    }
+    pos += len;
+  }
+}
+
+// One thread runs the whole range directly; a team splits it into equal, 16-element-aligned chunks.
+extern "C" void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape, void* const* data,
+                            const int64_t* strides, const uint64_t* scalars, int32_t nthreads) {
+  if (nthreads <= 1) {
+    run_range(0, total, ndim, shape, data, strides, scalars);
+    return;
+  }
+#pragma omp parallel num_threads(nthreads)
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t chunk = ((total + nt - 1) / nt + 15) / 16 * 16;
+    const int64_t pos = t * chunk < total ? t * chunk : total;
+    run_range(pos, pos + chunk < total ? pos + chunk : total, ndim, shape, data, strides, scalars);
+  }
+}
