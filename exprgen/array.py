@@ -23,6 +23,7 @@ PyTorch, CuPy, JAX and NumPy without copying.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 import threading
 
@@ -217,8 +218,18 @@ class Array:
         return apply(ufunc.__name__, *inputs)
 
 
+def _positional(*names: str) -> inspect.Signature:
+    """The array API's signature of an elementwise function or operator: ``(x1, x2, /)``, every operand
+    positional-only. The functions take ``*operands`` (one body for every arity); this is what
+    ``inspect.signature`` and array-agnostic tooling see."""
+    return inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY) for n in names])
+
+
 def _op(name: str):
-    return lambda *operands: apply(name, *operands)
+    def method(*operands):
+        return apply(name, *operands)
+    method.__signature__ = _positional(*("self", "other")[:opdefs.get(name).arity])
+    return method
 
 
 def _is_bool(operand) -> bool:
@@ -230,6 +241,7 @@ def _logical_or_bitwise(logical: str, bitwise: str):
     """``&``, ``|``, ``^``, ``~``: on bool operands the logical op (NumPy's bool result), else the bitwise one."""
     def compute(*operands):
         return apply(logical if all(map(_is_bool, operands)) else bitwise, *operands)
+    compute.__signature__ = _positional(*("self", "other")[:opdefs.get(logical).arity])
     return compute
 
 
@@ -411,6 +423,14 @@ def _now(name: str, operands: tuple, params: tuple) -> Array | None:
 
 def apply(name: str, *operands, params: tuple = ()) -> Array:
     """Array for op ``name`` over Arrays, NumPy arrays or Python scalars (weakly typed)."""
+    nodes = []
+    for operand in operands:
+        if type(operand) is not Array or operand._node is None:
+            break
+        nodes.append(operand._graph_node())
+    else:   # Arrays with nodes, the usual case: no element is known yet (_known), nothing to convert
+        # (a keyword after *nodes would cost a dict per op, so none where the default does)
+        return Array(graph.apply(name, *nodes, params=params) if params else graph.apply(name, *nodes))
     if all(map(_known, operands)) and Array in map(type, operands):
         now = _now(name, operands, params)
         if now is not None:
@@ -436,6 +456,7 @@ def op_function(name: str):
     def function(*operands):
         return apply(op.name, *operands)
 
+    function.__signature__ = _positional(*(("x",) if op.arity == 1 else (f"x{i + 1}" for i in range(op.arity))))
     function.__name__ = name
     function.__qualname__ = name
     function.__doc__ = f"Elementwise {op.name}, lazily. Reference: {op.numpy_src}"

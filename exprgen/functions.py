@@ -47,6 +47,8 @@ def _reduce(name: str, x, axis=None, keepdims: bool = False, dtype=None) -> Arra
     if not axes:   # reducing over no axis: every element is its own result, in the result dtype
         result_dtype = opdefs.get(name).result_dtype((node.signature_item(),), ((),))
         result = astype(Array(node), result_dtype)
+        if name == "sum" and result_dtype.kind == "f":   # a sum starts at +0.0 (as NumPy's): -0.0 sums to 0.0
+            result = result + 0.0
     else:
         result = _finish(graph.reduce(name, node, axes), node.shape, axes, keepdims)
     return result if dtype is None else astype(result, dtype)
@@ -130,10 +132,12 @@ def _correction(correction, ddof) -> float:
 
 def var(x, /, *, axis=None, correction=0.0, keepdims: bool = False, ddof=None) -> Array:
     """Mean squared deviation from the mean, divided by ``n - correction`` (two passes over each row, one
-    kernel). ``ddof`` is NumPy's name for ``correction``."""
+    kernel). ``ddof`` is NumPy's name for ``correction``. Where ``n - correction <= 0`` the result is NaN,
+    as the standard says (NumPy divides by 0 there: inf, or NaN for 0 / 0)."""
     x = x if isinstance(x, Array) else asarray(x)
     deviation = x - mean(x, axis=axis, keepdims=True)
     divisor = float(_count(x, axis)) - _correction(correction, ddof)
+    divisor = divisor if divisor > 0 else math.nan   # a negative divisor would give a negative variance
     return _keepdims(sum(deviation * deviation, axis=axis, keepdims=True) / divisor, x, axis, keepdims)
 
 

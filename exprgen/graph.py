@@ -83,7 +83,10 @@ _set = object.__setattr__
 
 
 def _make(op: str, src: tuple, arg, dtype: np.dtype, shape: tuple, hash_arg) -> Node:
-    key = (op, tuple(map(id, src)), hash_arg, dtype, shape)
+    # The op, its sources and ``hash_arg`` determine the dtype and shape, so they are left out of the key:
+    # ``apply`` finds a node it made before without typing it again. Nodes hash and compare by identity, and
+    # the key keeps its sources alive no longer than the node itself does (its ``src``).
+    key = (op, src, hash_arg)
     existing = _table.get(key)
     if existing is not None:
         return existing
@@ -128,7 +131,7 @@ def index(shape: tuple[int, ...], strides: tuple[int, ...] | None = None, offset
     Its ``address`` is its offset: kernels receive an index leaf's offset where a buffer's data pointer goes."""
     shape = tuple(shape)
     arg = (views.contiguous_strides(shape) if strides is None else tuple(strides), offset)
-    node = _make(INDEX, (), arg, dtypes.INT64, shape, arg)
+    node = _make(INDEX, (), arg, dtypes.INT64, shape, (arg, shape))
     object.__setattr__(node, "address", offset)
     return node
 
@@ -165,8 +168,8 @@ _typed: dict[tuple, tuple] = {}
 
 
 def _type_and_shape(name: str, src: tuple[Node, ...], params: tuple):
-    """(op, dtype, shape, compute dtypes) for ``name`` over inputs like ``src``; memoised, as it is on
-    every op a user writes and depends only on the op, the input dtypes and shapes, and the params."""
+    """(op, dtype, shape, compute dtypes, any scalar input?) for ``name`` over inputs like ``src``; memoised,
+    as it is on every op a user writes and depends only on the op, the input dtypes and shapes, and the params."""
     key = (name, params, *[(type(n.arg) if n.op is SCALAR else n.dtype, n.shape) for n in src])
     known = _typed.get(key)
     if known is None:
@@ -177,7 +180,7 @@ def _type_and_shape(name: str, src: tuple[Node, ...], params: tuple):
             raise TypeError(f"{op.name} takes {op.arity} array arguments, got {len(src)}")
         signature = tuple(node.signature_item() for node in src)
         known = (op, op.result_dtype(signature, params), broadcast_shapes(*(node.shape for node in src)),
-                 op.compute_dtypes(signature, params))
+                 op.compute_dtypes(signature, params), any(node.op is SCALAR for node in src))
         if len(_typed) > 65536:
             _typed.clear()
         _typed[key] = known
@@ -186,8 +189,11 @@ def _type_and_shape(name: str, src: tuple[Node, ...], params: tuple):
 
 def apply(name: str, *src: Node, params: tuple = ()) -> Node:
     """The node for op ``name`` over ``src``: dtype by NumPy's rules, shape by broadcasting."""
-    op, dtype, shape, compute = _type_and_shape(name, src, params)
-    if SCALAR in [s.op for s in src]:
+    existing = _table.get((name, src, params))
+    if existing is not None:   # made before from these very nodes: typed, checked and fitted then
+        return existing
+    op, dtype, shape, compute, scalars = _type_and_shape(name, src, params)
+    if scalars:
         fitted = _fit_scalars(op, src, compute)
         if fitted != src:
             return apply(name, *fitted, params=params)

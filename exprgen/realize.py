@@ -6,12 +6,14 @@
         kernels = schedule(roots')                    schedule.py
         source = render(kernel, layout)               render.py
         function = kernel_cache().get(source)         cache.py -> backends/cpu.py
-    plan.run(leaves, out)                             launch
+    launch = plan bound to leaves                     remembered on a single root, per options
+    run(launch, out)                                  allocate outputs, call the kernels
 
 A plan is keyed by the graph's structure (ops, dtypes, leaf layouts) with Python scalar values left out:
 they are kernel arguments, so changing one never recompiles nor even re-plans. The exception is a value
 a rewrite rule read (``x*1 -> x`` reads the 1): the plan records which scalars those were and is reused
-only when they hold the same values again.
+only when they hold the same values again. Evaluating the same root again (hash-consing makes a rebuilt
+expression the same root) finds its launch on the node and skips the key, the lookup and the binding.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Plan:
     parallel: bool = False                             # does any step split across threads
     copies: bool = False                               # does any result need copying out of an input
     derived: list = field(default_factory=list)        # (source register, byte offset) of views read
+    varying: list = field(default_factory=list)        # per step: (slot, register) of pointers made per call
 
 
 _plans: dict[tuple, list[Plan]] = {}
@@ -172,9 +175,12 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
     slot_of = {id(leaf): i for i, leaf in enumerate(leaves)}
     sensitive = tuple(sorted(slot_of[id(n)] for n in reads if id(n) in slot_of))
     steps = [step for step in steps if step.total]  # an empty output needs no launch
+    fixed = len(leaves) + len(constants)   # leaves and constants: the same pointers every call
+    varying = [tuple((slot, r) for slot, r in enumerate(step.arrays) if r >= fixed) for step in steps]
     return Plan(n_leaves=len(leaves), constants=constants, allocations=allocations, steps=steps,
                 results=results, sensitive=sensitive, values=tuple(_value_key(leaves[s].arg) for s in sensitive),
-                derived=derived, constant_pointers=[_pointer(c, own=False) if isinstance(c, np.ndarray) else None for c in constants],
+                derived=derived, varying=varying,
+                constant_pointers=[_pointer(c, own=False) if isinstance(c, np.ndarray) else None for c in constants],
                 parallel=any(step.parallel for step in steps), copies=any(copy is not False for _, copy in results))
 
 
@@ -205,33 +211,27 @@ def _make_step(kernel: Kernel, registers: dict, layouts: dict) -> Step:
                 summary=summary, key=entry.key, tier=entry.tier, source_path=entry.path[:-3] + ".cpp", source=source)
 
 
-def _find_plan(roots: tuple[Node, ...], out) -> tuple[Plan, list[Node]]:
-    fast_math = settings.option("fast_math")
-    out_entry = _out_entry(out) if out is not None else None
-    options = (fast_math, rules.version, out_entry)
-    # A hash-consed root fixes its whole graph, scalar values included, so the plan found for it once is
-    # its plan for good: remembered on the node, a repeated evaluation skips even hashing the structure.
-    memo = roots[0].memo if len(roots) == 1 else None
-    if memo is not None:
-        found = memo.get(options)
-        if found is not None:
-            counters.count("plan_hit")
-            return found
+def _options(out) -> tuple:
+    """What besides the graph decides how it is evaluated (read on every evaluation, so kept cheap): the
+    first three key the plan cache; the backend and a compiler found missing decide whether a plan runs."""
+    fast_math, backend = settings.evaluation_options()
+    return fast_math, rules.version, _out_entry(out) if out is not None else None, backend, bool(_fallback_warned)
+
+
+def _find_plan(roots: tuple[Node, ...], out, options: tuple) -> _Launch:
     structure, leaves = graph.structure_key(roots)
-    key = (structure, options)
+    key = (structure, options[:3])
     for plan in _plans.get(key, ()):
         if all(_value_key(leaves[s].arg) == v for s, v in zip(plan.sensitive, plan.values)):
             counters.count("plan_hit")
             break
     else:
         counters.count("plan_miss")
-        plan = build_plan(roots, leaves, out, fast_math)
+        plan = build_plan(roots, leaves, out, options[0])
         if len(_plans) >= _MAX_PLANS:
             _plans.pop(next(iter(_plans)))
         _plans.setdefault(key, []).append(plan)
-    if memo is not None:
-        memo[options] = (plan, leaves)
-    return plan, leaves
+    return _Launch(plan, leaves)
 
 
 def _pointer(array: np.ndarray, own: bool):
@@ -257,12 +257,36 @@ _SCALARS = cpu.ffi.typeof("uint64_t[]")
 _NO_SCALARS = cpu.ffi.new(_SCALARS, 1)
 
 
-def _run(plan: Plan, leaves: list[Node], out) -> list[np.ndarray]:
-    registers = [leaf.buffer if leaf.op is BUFFER else leaf.arg for leaf in leaves]
-    pointers = [_leaf_pointer(leaf) if leaf.op is not SCALAR else None for leaf in leaves]
-    if plan.constants:
-        registers += plan.constants
-        pointers += plan.constant_pointers
+class _Launch:
+    """A plan bound to one graph's leaves: what stays the same from one evaluation of that graph to the
+    next (the leaves' registers and data pointers, each step's scalar arguments and pointer arrays), made
+    once, so that a repeated evaluation only allocates its outputs and writes their pointers in."""
+
+    __slots__ = ("plan", "leaves", "registers", "pointers", "steps", "results")
+
+    def __init__(self, plan: Plan, leaves: list[Node]):
+        self.plan, self.leaves = plan, leaves
+        self.registers = [leaf.buffer if leaf.op is BUFFER else leaf.arg for leaf in leaves] + plan.constants
+        self.pointers = [_leaf_pointer(leaf) if leaf.op is not SCALAR else None for leaf in leaves]
+        self.pointers += plan.constant_pointers
+        # Per step: the kernel's arguments but its data pointers, the registers they come from, the slots that
+        # change between calls, and spare pointer arrays. An array is taken off the spare list for the length
+        # of a call (pop and append are atomic): a kernel runs without the GIL, so an array two threads shared
+        # could change under a running one.
+        self.steps = [(step.function, step.total, step.ndim, step.shape, step.strides, self._scalars(step),
+                       step.parallel, step.arrays, varying, [])
+                      for step, varying in zip(plan.steps, plan.varying)]
+        self.results = [register for register, _ in plan.results]
+
+    def _scalars(self, step: Step):
+        if not step.scalars:
+            return _NO_SCALARS
+        return _from_buffer(_SCALARS, struct.pack(step.scalar_format, *[self.registers[r] for r in step.scalars]))
+
+
+def _run(launch: _Launch, out) -> list[np.ndarray]:
+    plan = launch.plan
+    registers, pointers = launch.registers.copy(), launch.pointers.copy()
     for _, shape, dtype, root_index, pooled in plan.allocations:
         if root_index is not None and out is not None:
             buf = out[root_index]
@@ -275,16 +299,19 @@ def _run(plan: Plan, leaves: list[Node], out) -> list[np.ndarray]:
         pointers.append(_cast("char*", pointers[source]) + offset)
         registers.append(None)
     threads = settings.get_num_threads() if plan.parallel else 1
-    for step in plan.steps:
-        if step.scalars:
-            values = _from_buffer(_SCALARS, struct.pack(step.scalar_format, *[registers[r] for r in step.scalars]))
+    for function, total, ndim, shape, strides, scalars, parallel, used, varying, spare in launch.steps:
+        try:
+            arrays = spare.pop()
+        except IndexError:
+            arrays = _new(_POINTERS, [pointers[r] for r in used])
         else:
-            values = _NO_SCALARS
-        step.function(step.total, step.ndim, step.shape, _new(_POINTERS, [pointers[r] for r in step.arrays]),
-                      step.strides, values, threads if step.parallel else 1)
+            for slot, register in varying:
+                arrays[slot] = pointers[register]
+        function(total, ndim, shape, arrays, strides, scalars, threads if parallel else 1)
+        spare.append(arrays)
     counters.count("kernels_launched", len(plan.steps))
     if out is None and not plan.copies:
-        return [registers[register] for register, _ in plan.results]
+        return list(map(registers.__getitem__, launch.results))
     results = []
     for i, (register, copy) in enumerate(plan.results):
         value = registers[register]
@@ -301,10 +328,6 @@ def _run(plan: Plan, leaves: list[Node], out) -> list[np.ndarray]:
 
 
 _fallback_warned = []
-
-
-def _use_reference() -> bool:
-    return settings.backend_name() == "numpy" or bool(_fallback_warned)
 
 
 def _check_out(roots: tuple[Node, ...], out):
@@ -334,18 +357,31 @@ def _overlaps_inputs(out: list[np.ndarray], leaves: list[Node]) -> bool:
     return False
 
 
+_exact_ops: dict[tuple[str, np.dtype], bool] = {}
+
+
 def exact_in_numpy(op: opdefs.OpDef, dtype: np.dtype) -> bool:
     """Does NumPy (the op's reference) compute ``op`` giving ``dtype`` on one element bit for bit as its
     kernel does, with no rewrite to change it? Built-in ops held to 0 ULP (a reduction of one element gives
     it back), unless fast-math or user rules are on."""
-    inexact = op.ulp and op.tolerance_ulp(dtype) and not op.is_reduction
-    return not (op.user or inexact or rules.USER or settings.option("fast_math"))
+    return not (rules.USER or settings.option("fast_math")) and _exact_op(op, dtype)
+
+
+def _exact_op(op: opdefs.OpDef, dtype: np.dtype) -> bool:
+    """``exact_in_numpy`` but for the options; remembered, as an op's definition never changes."""
+    known = _exact_ops.get((op.name, dtype))
+    if known is None:
+        inexact = op.ulp and op.tolerance_ulp(dtype) and not op.is_reduction
+        known = _exact_ops[op.name, dtype] = not (op.user or inexact)
+    return known
 
 
 def _numpy_exact(roots: tuple[Node, ...]) -> bool:
     """Is every node one element (or none), computed by NumPy exactly as a kernel computes it? Then NumPy
     answers in microseconds, where a launch costs more and a new structure compiles: code that reads
     elements in a loop (``if x[i] > 0:``) never compiles."""
+    if rules.USER or settings.option("fast_math"):
+        return False
     stack, seen = list(roots), set()
     while stack:
         node = stack.pop()
@@ -354,44 +390,61 @@ def _numpy_exact(roots: tuple[Node, ...]) -> bool:
         seen.add(id(node))
         if node.size > 1:   # a reduction of many elements has one, but NumPy sums in another order
             return False
-        if node.op not in graph.LEAVES and node.op is not VIEW:
-            op = opdefs.get(node.op)
-            if not exact_in_numpy(op, node.dtype):
-                return False
+        if node.op not in graph.LEAVES and node.op is not VIEW and not _exact_op(opdefs.get(node.op), node.dtype):
+            return False
         stack.extend(node.src)
     return True
+
+
+_REFERENCE = "reference"   # the way to evaluate a graph that NumPy evaluates (see ``evaluate``)
 
 
 def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
     """The values of ``roots`` (written into ``out`` buffers when given)."""
     if out is not None:
         out = _check_out(roots, out)
-    if all(r.size == 0 for r in roots):  # nothing to compute: no plan, no launch
-        return [o if o is not None else np.empty(r.shape, r.dtype) for r, o in zip(roots, out or [None] * len(roots))]
-    if _use_reference() or _numpy_exact(roots):
+    options = _options(out)
+    # A hash-consed root fixes its whole graph, scalar values included, so the way found to evaluate it once
+    # (NumPy, or a plan bound to its leaves) is its way for good under the same options: remembered on the
+    # node, a repeated evaluation skips deciding, and even hashing the structure.
+    if len(roots) == 1:
+        memo = roots[0].memo
+        way = memo.get(options)
+    else:
+        memo = way = None
+    if way is None:
+        if all(r.size == 0 for r in roots):  # nothing to compute: no plan, no launch
+            return [o if o is not None else np.empty(r.shape, r.dtype)
+                    for r, o in zip(roots, out or [None] * len(roots))]
+        try:
+            reference_only = options[3] == "numpy" or options[4]
+            way = _REFERENCE if reference_only or _numpy_exact(roots) else _find_plan(roots, out, options)
+        except cpu.CompilerMissing as exc:
+            _fallback_warned.append(True)
+            warnings.warn(f"exprgen: {exc}", RuntimeWarning, stacklevel=3)
+            return evaluate(roots, out)
+        if memo is not None:
+            memo[options] = way
+    elif way is not _REFERENCE:
+        counters.count("plan_hit")
+    if way is _REFERENCE:
         values = reference.evaluate(roots)
         if out is None:
             return values
         for buf, value in zip(out, values):
             np.copyto(buf, value)
         return out
-    try:
-        plan, leaves = _find_plan(roots, out)
-    except cpu.CompilerMissing as exc:
-        _fallback_warned.append(True)
-        warnings.warn(f"exprgen: {exc}", RuntimeWarning, stacklevel=3)
-        return evaluate(roots, out)
-    if out is not None and _overlaps_inputs(out, leaves):
-        values = _run(plan, leaves, None)
-        for buf, value in zip(out, values):
+    if out is not None and _overlaps_inputs(out, way.leaves):
+        # Computed apart, then copied in. Not by this plan: it writes through the out= buffers' strides.
+        for buf, value in zip(out, evaluate(roots)):
             np.copyto(buf, value)
         return out
-    return _run(plan, leaves, out)
+    return _run(way, out)
 
 
 def plan_for(roots: tuple[Node, ...]) -> Plan:
     """The compiled plan for ``roots`` (built if needed): what ``explain`` shows."""
-    return _find_plan(roots, None)[0]
+    return _find_plan(roots, None, _options(None)).plan
 
 
 def clear_plans() -> None:

@@ -98,6 +98,13 @@ def option(name: str):
     return _DEFAULTS[name]
 
 
+def evaluation_options() -> tuple[bool, str]:
+    """(fast_math, backend) as ``option`` reads them: every evaluation asks, so one call answers both."""
+    if _options.stack:
+        return option("fast_math"), option("backend")
+    return _DEFAULTS["fast_math"], _DEFAULTS["backend"]
+
+
 class configure:  # noqa: N801 - used as ex.config(...), a function or a context manager
     """``ex.config(fast_math=True)`` sets options for the process; ``with ex.config(fast_math=True):``
     sets them for the block only (this thread).
@@ -128,10 +135,6 @@ class configure:  # noqa: N801 - used as ex.config(...), a function or a context
 
     def __exit__(self, *exc):
         _options.stack.pop()
-
-
-def backend_name() -> str:
-    return option("backend")
 
 
 def cache_dir() -> str:

@@ -87,6 +87,38 @@ def test_out_may_be_the_input_itself(x):
     shifted = x.copy()
     ex.eval(ex.asarray(shifted[1:]) + 1, out=shifted[:-1])  # overlapping, not element for element
     np.testing.assert_array_equal(shifted[:-1], x[1:] + 1)
+    interleaved = np.arange(2 * len(x), dtype=np.float32)
+    evens = interleaved[::2].copy()
+    ex.eval(ex.asarray(interleaved[::2]) * 2, out=interleaved[1::2])   # strided, sharing memory
+    np.testing.assert_array_equal(interleaved[1::2], evens * 2)
+    np.testing.assert_array_equal(interleaved[::2], evens)
+
+
+def test_a_graph_built_again_is_evaluated_under_the_options_of_the_moment():
+    """A repeated graph skips planning, yet a change of backend, fast_math or rule set still counts."""
+    x = ex.asarray(np.array([-1.0, 0.5, 2.0]))
+    kept = ex.where(x > 0, x, 0) * 2   # keeps the graph alive: building it again gives the same nodes
+    np.testing.assert_array_equal(kept.numpy(), [0.0, 1.0, 4.0])
+
+    def again(launched: int, misses: int):
+        ex.reset_stats()
+        np.testing.assert_array_equal((ex.where(x > 0, x, 0) * 2).numpy(), [0.0, 1.0, 4.0])
+        stats = ex.stats()
+        assert (stats["kernels_launched"], stats["plan_cache"]["misses"]) == (launched, misses), stats
+
+    again(launched=1, misses=0)
+    with ex.config(backend="numpy"):
+        again(launched=0, misses=0)
+    with ex.config(fast_math=True):
+        again(launched=1, misses=1)
+        assert "relu" in ex.explain(ex.where(x > 0, x, 0) * 2)
+    v = ex.rules.var("v")
+    rule = ex.rules.register(v * 2, lambda v: v + v, algebra="v*2 -> v+v")
+    try:
+        again(launched=1, misses=1)
+    finally:
+        ex.rules.unregister(rule)
+    again(launched=1, misses=1)
 
 
 def test_out_errors(x):
