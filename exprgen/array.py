@@ -204,8 +204,11 @@ class Array:
     __hash__ = None  # == builds an expression, as in NumPy
 
     # -- conversions --------------------------------------------------------------------------------
-    def astype(self, dtype) -> Array:
-        return astype(self, dtype)
+    def astype(self, dtype, /, *, copy: bool = True, device=None) -> Array:
+        """NumPy's method, with the array API's ``copy`` and ``device`` (see ``exprgen.astype``)."""
+        from .array_api import astype as standard_astype   # array_api comes later in the pipeline
+
+        return standard_astype(self, dtype, copy=copy, device=device)
 
     # -- NumPy interoperation: np.exp(array) stays lazy -------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):

@@ -37,13 +37,14 @@ def _thaw(key):
 
 
 def index_step(key) -> Step:
-    """A basic-indexing step; anything beyond ints, slices, None and Ellipsis is refused here."""
+    """A basic-indexing step (a view); advanced indexing materialises instead (indexing.py), so anything
+    beyond ints, slices, None and Ellipsis is refused here."""
     parts = key if isinstance(key, tuple) else (key,)
     for part in parts:
         if not (part is None or part is Ellipsis or isinstance(part, slice)
                 or (isinstance(part, (int, np.integer)) and not isinstance(part, bool))):
-            raise TypeError(f"only integers, slices, None and Ellipsis index an exprgen array "
-                            f"(got {type(part).__name__}); integer-array and boolean indexing are not supported yet")
+            raise TypeError(f"a view takes only integers, slices, None and Ellipsis "
+                            f"(got {type(part).__name__}); integer arrays and boolean masks go through indexing.getitem")
     frozen = tuple(int(p) if isinstance(p, np.integer) else p for p in parts)
     return ("getitem", _freeze(frozen if isinstance(key, tuple) else frozen[0]))
 

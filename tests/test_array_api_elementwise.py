@@ -165,6 +165,8 @@ def test_astype():
     assert copied is not x and copied.numpy() is not x.numpy()
     np.testing.assert_array_equal(copied.numpy(), x.numpy())
     assert ex.astype(x, ex.int16, device="cpu").dtype == ex.int16
+    assert x.astype(ex.float64, copy=False) is x   # the method takes the standard's keywords too
+    assert x.astype(ex.float64) is not x and x.astype("int16", device="cpu").dtype == ex.int16
     with pytest.raises((ValueError, RuntimeError, NotImplementedError)):
         ex.astype(x, ex.int16, device="cuda")
 
