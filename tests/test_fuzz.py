@@ -1,7 +1,7 @@
 """Fuzzing: random expression DAGs drawn from the op registry, each property a test.
 
 - compiled == reference: the compiled values in the enclosure of the rewritten graph, and the rewrite
-  keeping the original's values (``exprgen.testing.compare``; the module docstring there says how the
+  keeping the original's values (``exprgen.checking.compare``; the module docstring there says how the
   tolerances follow from the ops' ULP bounds);
 - the graph before rewriting == after, by the reference alone (nothing compiles: many more cases);
 - fused == op by op: each op computed alone over its inputs' materialised values, held to its own ULP

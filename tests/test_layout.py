@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "exprgen"
 # Each module may import only modules before it (pipeline order), at module level.
 ORDER = ["resources", "dtypes", "counters", "settings", "views", "opdefs", "graph", "reference", "pattern", "rules",
          "schedule", "render", "backends.cpu", "backends.cuda", "cache", "memory", "kernelset", "prebuild", "realize", "array", "functions", "creation", "autodiff", "materialising", "manipulation", "indexing", "linear_algebra", "report", "array_api",
-         "__init__", "cli", "testing"]
+         "__init__", "cli", "checking", "testing"]
 
 
 def _module_imports(path: Path) -> set[str]:
