@@ -332,6 +332,15 @@ def _refuse_cuda(device: str):
                               f"them; use device='cpu'")
 
 
+def check_device(device) -> None:
+    """``device=`` as array constructors take it (None: the innermost ``with ex.device``, else "cpu"); any
+    device but the CPU is refused, saying why."""
+    if device is None:
+        device = getattr(_default_device, "name", None)
+    if device is not None and normalize_device(device) != CPU:
+        _refuse_cuda(normalize_device(device))
+
+
 @contextlib.contextmanager
 def device(name):
     """``with ex.device("cuda"):`` arrays made in the block (``asarray``, ``from_dlpack``) go to that
@@ -370,10 +379,7 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None) -> Array:
     conversion to ``dtype`` is lazy, fused into whatever reads it); True gives memory of its own (an Array's
     copy is made when it is computed); False never copies and raises ValueError where it would have to.
     """
-    if device is None:
-        device = getattr(_default_device, "name", None)
-    if device is not None and normalize_device(device) != CPU:
-        _refuse_cuda(normalize_device(device))
+    check_device(device)
     dtype = None if dtype is None else dtypes.as_dtype(dtype)
     if isinstance(obj, Array):
         if copy:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import dtypes, graph
-from .array import CPU, Array, asarray, normalize_device
+from .array import CPU, Array, asarray, check_device, normalize_device
 from .array import astype as _astype
 
 __array_api_version__ = "2024.12"
@@ -109,7 +109,7 @@ def astype(x, dtype, /, *, copy: bool = True, device=None) -> Array:
     ``device`` must be the CPU, where arrays live today."""
     x = x if isinstance(x, Array) else asarray(x)
     if device is not None:
-        asarray(x, device=device)   # refuses any device but the CPU, saying why
+        check_device(device)
     if copy and x.dtype == dtypes.as_dtype(dtype):   # a kernel writes the copy
         return Array(graph.apply("astype", x._graph_node(), params=(x.dtype.name,)))
     return _astype(x, dtype)

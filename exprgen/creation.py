@@ -32,17 +32,10 @@ import operator
 import numpy as np
 
 from . import dtypes, graph
-from .array import CPU, Array, _default_device, _refuse_cuda, asarray, normalize_device
+from .array import Array, asarray, check_device
 from .functions import broadcast_to, reshape
 
 _MAX_BYTES = 2**63 - 1   # NumPy's limit on an array's size in bytes (the largest intp)
-
-
-def _device(device) -> None:
-    """``device=`` as asarray takes it: "cpu" (the default, or the innermost ``with ex.device``)."""
-    device = getattr(_default_device, "name", None) if device is None else device
-    if device is not None and normalize_device(device) != CPU:
-        _refuse_cuda(normalize_device(device))
 
 
 def _dtype(dtype, default: np.dtype) -> np.dtype:
@@ -95,7 +88,7 @@ def full(shape, fill_value, *, dtype=None, device=None) -> Array:
     """An array of ``shape`` filled with ``fill_value`` (dtype from the value's kind when not given:
     bool, int64 or float64; a NumPy scalar keeps its dtype). A value that does not fit the dtype raises
     OverflowError, as in NumPy; a complex value raises TypeError."""
-    _device(device)
+    check_device(device)
     _real(fill_value, "fill_value")
     dtype = _dtype(dtype, dtypes.as_dtype(np.result_type(fill_value)))
     shape = _shape(shape, dtype)
@@ -160,7 +153,7 @@ def _bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
 def arange(start, /, stop=None, step=1, *, dtype=None, device=None) -> Array:
     """Values from ``start`` (inclusive) to ``stop`` (exclusive) by ``step``, as ``np.arange``: its
     length, its rounding, and its default dtype (int64 when every argument is an integer, else float64)."""
-    _device(device)
+    check_device(device)
     if stop is None:
         start, stop = 0, start
     for value, what in ((start, "start"), (stop, "stop"), (step, "step")):
@@ -189,7 +182,7 @@ def arange(start, /, stop=None, step=1, *, dtype=None, device=None) -> Array:
 def linspace(start, stop, /, num, *, dtype=None, device=None, endpoint=True) -> Array:
     """``num`` evenly spaced values from ``start`` to ``stop`` (included unless ``endpoint=False``), as
     ``np.linspace`` computes them (default dtype float64, or float32 for float32 NumPy scalars)."""
-    _device(device)
+    check_device(device)
     num = operator.index(num)
     if num < 0:
         raise ValueError(f"Number of samples, {num}, must be non-negative.")
@@ -230,7 +223,7 @@ def _diagonal_offset(k, n: int, m: int) -> graph.Node:
 
 def eye(n_rows, n_cols=None, /, *, k=0, dtype=None, device=None) -> Array:
     """Ones on the ``k``-th diagonal (above the main one for k > 0), zeros elsewhere."""
-    _device(device)
+    check_device(device)
     dtype = _dtype(dtype, dtypes.FLOAT64)
     shape = _shape((n_rows, n_rows if n_cols is None else n_cols), dtype)
     row, column = _row_and_column(shape)
