@@ -197,6 +197,7 @@ def _render_rows(kernel: Kernel, inner_strides: list[int], target: str) -> tuple
     functions: dict[str, dict] = {}
     input_index = {id(n): i for i, n in enumerate(kernel.inputs)}
     body_index = {id(n): j for j, n in enumerate(kernel.body)}
+    first_out = len(kernel.inputs)
 
     def emit(roots: list[Node], known: set[int]) -> tuple[list[dict], dict[int, str]]:
         """Statements computing ``roots`` per element; per-row values in ``known`` are read from r."""
@@ -219,10 +220,13 @@ def _render_rows(kernel: Kernel, inner_strides: list[int], target: str) -> tuple
     for node in kernel.body:
         if node.op in reduce_ops:
             reductions_by_pass.setdefault(passes[id(node)] - 1, []).append(node)
+    arrays = _arrays(kernel, inner_strides)
     phases, reductions_info, known = [], [], set()
     for p in range(len(reductions_by_pass)):
         members = reductions_by_pass[p]
         statements, names = emit([m.src[0] for m in members], known)
+        loaded = {s["name"] for s in statements}
+        prefetch = [a["name"] for i, a in enumerate(arrays[:first_out]) if a["contiguous"] and f"x{i}" in loaded]
         entries = [_reduction(m, per_row[id(m)], names[id(m.src[0])]) for m in members]
         reductions_info += entries
         known |= {id(m) for m in members}
@@ -233,8 +237,8 @@ def _render_rows(kernel: Kernel, inner_strides: list[int], target: str) -> tuple
         for node in row_nodes:
             row_statements.append(f"r.{per_row[id(node)]} = {_call(node, local_names, functions, target)};")
         known |= {id(n) for n in row_nodes}
-        phases.append({"reductions": entries, "statements": statements, "row_statements": row_statements})
-    first_out = len(kernel.inputs)
+        phases.append({"reductions": entries, "statements": statements, "row_statements": row_statements,
+                       "prefetch": prefetch})
     element_outputs = [(i, n) for i, n in enumerate(kernel.outputs) if id(n) not in per_row]
     map_statements, map_names = emit([n for _, n in element_outputs], known)
     element_stores = [{"target": _load(f"out{i}", inner_strides[first_out + i], "e"), "value": map_names[id(n)]}
@@ -247,7 +251,7 @@ def _render_rows(kernel: Kernel, inner_strides: list[int], target: str) -> tuple
     _, rows, extra = _templates(target)
     source = rows.render(
         summary=summary, functions=list(functions.values()), reductions=reductions_info, entry=ENTRY,
-        arrays=_arrays(kernel, inner_strides), scalars=scalars, row_values=row_values, phases=phases,
+        arrays=arrays, scalars=scalars, row_values=row_values, phases=phases,
         map_statements=map_statements, element_stores=element_stores, row_stores=row_stores, **extra)
     return source, summary
 

@@ -65,6 +65,7 @@ inline void phase0(const Ctx& c, const Row& r, int64_t lo, int64_t hi, Acc0& acc
 
     int64_t i = 0;
     for (; i + L <= len; i += L) {
+      for (int b = 0; b < L * (int)sizeof(*in0); b += 64) eg::prefetch(in0 + i, b);
 #pragma omp simd
       for (int k = 0; k < L; ++k) {
         const int64_t e = i + k;
