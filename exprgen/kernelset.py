@@ -153,7 +153,7 @@ def render_graph(node: graph.Node, target: str = "cpu") -> tuple[str, str]:
         strides = [o + i for o, i in zip(outer, inner)]
     else:
         _, strides = loop_geometry(kernel.shape, layouts)
-    return render(kernel, [s[-1] for s in strides], target)
+    return render(kernel, [s[-1] for s in strides], target, scratch=frozenset(range(len(kernel.outputs))))
 
 
 def standard_set(ops=None, dtypes_=None, target: str = "cpu") -> Iterator[StandardKernel]:

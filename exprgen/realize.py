@@ -124,6 +124,7 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
         elif leaf.op is INDEX:
             layouts[id(leaf)] = (leaf.shape, leaf.arg[0])
     allocations = []
+    owned: set[int] = set()   # outputs in buffers allocated here: the kernel may use them as scratch
     out_by_root = {}
     for i, root in enumerate(rewritten):
         out_by_root.setdefault(id(root), i)
@@ -155,6 +156,8 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
                 layouts[id(node)] = _layout(out[root_index].shape, out[root_index].strides, node.dtype.itemsize)
             else:
                 layouts[id(node)] = (node.shape, views.contiguous_strides(node.shape))
+                # Not an out= buffer, which may be an input itself (in place) or overlap itself.
+                owned.add(id(node))
     # A view of another kernel's output reads that buffer through the view's strides, from an offset.
     derived = []
     for kernel in kernels:
@@ -165,7 +168,7 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
                 layouts[id(node)] = (shape, strides)
                 registers[id(node)] = base + len(allocations) + len(derived)
                 derived.append((registers[id(source)], offset * node.dtype.itemsize))
-    steps = [_make_step(kernel, registers, layouts) for kernel in kernels]
+    steps = [_make_step(kernel, registers, layouts, owned) for kernel in kernels]
     results = []
     for original, root in zip(roots, rewritten):
         if root.op is VIEW:   # a NumPy view of the buffer its source was computed into
@@ -188,7 +191,7 @@ def _value_key(value) -> tuple:
     return (type(value), repr(value))
 
 
-def _make_step(kernel: Kernel, registers: dict, layouts: dict) -> Step:
+def _make_step(kernel: Kernel, registers: dict, layouts: dict, owned: set[int]) -> Step:
     arrays = kernel.inputs + kernel.outputs
     if kernel.axes:
         (outer, outer_strides), (inner, inner_strides) = rows_geometry(
@@ -200,7 +203,8 @@ def _make_step(kernel: Kernel, registers: dict, layouts: dict) -> Step:
         loop_shape, strides = loop_geometry(kernel.shape, [layouts[id(n)] for n in arrays])
         shape = list(loop_shape)
         total = math.prod(kernel.shape)
-    source, summary = render(kernel, [s[-1] for s in strides])
+    scratch = frozenset(i for i, node in enumerate(kernel.outputs) if id(node) in owned)
+    source, summary = render(kernel, [s[-1] for s in strides], scratch=scratch)
     entry = kernel_cache().get(source, summary)
     flat = [s for per_array in strides for s in per_array]
     return Step(function=entry.function, total=total, ndim=len(strides[0]) if strides else 1,

@@ -11,6 +11,9 @@ an int64 base (the offset the kernel receives in its data slot, plus the row's o
 ``base + i * step``. That form is compiled in; sizes and strides are arguments, so one binary serves
 every size with the same layouts.
 
+A rows kernel may store a value its reduction pass computes per element (softmax's exp(x - max)) into an
+output it owns and read it back in the last pass instead of computing it twice (``_reuse``).
+
 ``target`` picks the templates: ``templates/cpu`` (C++ for the CPU) or ``templates/cuda`` (CUDA C++ for
 NVRTC). Everything else is shared: the op functions, the statements, the load forms and the geometry. A
 CUDA kernel walks the same flat index over the same coalesced shape and strides as the CPU kernel.
@@ -143,10 +146,15 @@ def _call(node: Node, names: dict[int, str], functions: dict[str, dict], target:
     return f"eg::{fname}({', '.join(names[id(s)] for s in node.src)})"
 
 
-def render(kernel: Kernel, inner_strides: list[int], target: str = "cpu") -> tuple[str, str]:
+def render(kernel: Kernel, inner_strides: list[int], target: str = "cpu",
+           scratch: frozenset[int] = frozenset()) -> tuple[str, str]:
     """(source, summary) for ``kernel`` with these innermost strides (inputs, then outputs), in the
-    language of ``target`` ("cpu" or "cuda")."""
-    return (_render_rows if kernel.axes else _render_map)(kernel, inner_strides, target)
+    language of ``target`` ("cpu" or "cuda"). ``scratch``: indices of the outputs whose buffers the kernel
+    may also use as scratch before it writes them (buffers allocated for it, each element its own
+    memory, shared with no input); see ``_reuse``."""
+    if kernel.axes:
+        return _render_rows(kernel, inner_strides, target, scratch)
+    return _render_map(kernel, inner_strides, target)
 
 
 def _vector(name: str, inner_stride: int) -> str | None:
@@ -181,7 +189,7 @@ def _render_map(kernel: Kernel, inner_strides: list[int], target: str) -> tuple[
     return source, summary
 
 
-def _render_rows(kernel: Kernel, inner_strides: list[int], target: str) -> tuple[str, str]:
+def _render_rows(kernel: Kernel, inner_strides: list[int], target: str, scratch: frozenset[int]) -> tuple[str, str]:
     """A rows kernel: reductions in passes over each row, per-row values after each pass, then a pass
     writing the full-shape outputs. Per-row values live in a Row struct (``r.w<j>``)."""
     reduce_ops = reductions()
@@ -199,12 +207,20 @@ def _render_rows(kernel: Kernel, inner_strides: list[int], target: str) -> tuple
     body_index = {id(n): j for j, n in enumerate(kernel.body)}
     first_out = len(kernel.inputs)
 
-    def emit(roots: list[Node], known: set[int]) -> tuple[list[dict], dict[int, str]]:
-        """Statements computing ``roots`` per element; per-row values in ``known`` are read from r."""
+    def emit(roots: list[Node], known: set[int], stored: dict | None = None) -> tuple[list[dict], dict[int, str]]:
+        """Statements computing ``roots`` per element; per-row values in ``known`` are read from r, and
+        values in ``stored`` from the output element an earlier pass stored them in."""
+        stored = stored or {}
         names = dict(scalar_names)
         names.update({i: f"r.{per_row[i]}" for i in known})
         statements = []
-        for node in toposort(roots, done=known | set(scalar_names)):
+        order = toposort(roots, done=known | set(scalar_names) | set(stored))
+        reached = {id(n) for n in roots} | {id(s) for n in order for s in n.src}
+        for node in kernel.body:
+            if id(node) in stored and id(node) in reached:
+                names[id(node)] = f"v{body_index[id(node)]}"
+                statements.append({"name": names[id(node)], "ctype": C_TYPE[node.dtype], "expr": stored[id(node)]})
+        for node in order:
             if id(node) in input_index:
                 i = input_index[id(node)]
                 names[id(node)] = f"x{i}"
@@ -221,10 +237,11 @@ def _render_rows(kernel: Kernel, inner_strides: list[int], target: str) -> tuple
         if node.op in reduce_ops:
             reductions_by_pass.setdefault(passes[id(node)] - 1, []).append(node)
     arrays = _arrays(kernel, inner_strides)
-    phases, reductions_info, known = [], [], set()
+    phases, reductions_info, known, pass_values = [], [], set(), []
     for p in range(len(reductions_by_pass)):
         members = reductions_by_pass[p]
         statements, names = emit([m.src[0] for m in members], known)
+        pass_values.append([n for n in kernel.body if names.get(id(n)) == f"v{body_index[id(n)]}"])
         loaded = {s["name"] for s in statements}
         prefetch = [a["name"] for i, a in enumerate(arrays[:first_out]) if a["contiguous"] and f"x{i}" in loaded]
         entries = [_reduction(m, per_row[id(m)], names[id(m.src[0])]) for m in members]
@@ -238,9 +255,15 @@ def _render_rows(kernel: Kernel, inner_strides: list[int], target: str) -> tuple
             row_statements.append(f"r.{per_row[id(node)]} = {_call(node, local_names, functions, target)};")
         known |= {id(n) for n in row_nodes}
         phases.append({"reductions": entries, "statements": statements, "row_statements": row_statements,
-                       "prefetch": prefetch})
+                       "prefetch": prefetch, "stores": []})
     element_outputs = [(i, n) for i, n in enumerate(kernel.outputs) if id(n) not in per_row]
+    stored: dict[int, str] = {}
+    for node, p, i in _reuse(element_outputs, pass_values, known | set(scalar_names), scratch, body_index):
+        element = _load(f"out{i}", inner_strides[first_out + i], "e")
+        phases[p]["stores"].append({"target": element, "value": f"v{body_index[id(node)]}"})
+        stored[id(node)] = element
     map_statements, map_names = emit([n for _, n in element_outputs], known)
+    reuse_statements = emit([n for _, n in element_outputs], known, stored)[0] if stored else []
     element_stores = [{"target": _load(f"out{i}", inner_strides[first_out + i], "e"), "value": map_names[id(n)]}
                       for i, n in element_outputs]
     row_stores = [{"target": f"out{i}[0]", "value": per_row[id(n)]}
@@ -252,8 +275,52 @@ def _render_rows(kernel: Kernel, inner_strides: list[int], target: str) -> tuple
     source = rows.render(
         summary=summary, functions=list(functions.values()), reductions=reductions_info, entry=ENTRY,
         arrays=arrays, scalars=scalars, row_values=row_values, phases=phases,
-        map_statements=map_statements, element_stores=element_stores, row_stores=row_stores, **extra)
+        map_statements=map_statements, reuse_statements=reuse_statements, element_stores=element_stores,
+        row_stores=row_stores, **extra)
     return source, summary
+
+
+# Ops a stored value must save the final pass: storing and loading an element costs about one op (row
+# normalisation's x - mean, stored, ran 2-3% slower; softmax's x - max and exp of it, 13% faster).
+MIN_OPS_SAVED = 2
+
+
+def _reuse(element_outputs: list[tuple[int, Node]], pass_values: list[list[Node]], done: set[int],
+           scratch: frozenset[int], body_index: dict[int, int]) -> list[tuple[Node, int, int]]:
+    """(value, pass, output index): values a reduction pass computes per element that the final pass
+    would compute again (softmax's exp(x - max): the sum's pass needs it, and so does the division),
+    each stored by that pass into an element output of its dtype and read back by the final pass.
+
+    Until the final pass writes it, a scratch output's row is free memory of the row's size, in cache as
+    the row is; reading an element back costs less than recomputing it. The value is the same bits
+    (same dtype, stored and loaded, never converted), so results do not change. Each output holds the
+    value that leaves the final pass the fewest ops to compute, if that saves MIN_OPS_SAVED or more.
+    The CPU template reads back only what a pass's vector loop computed and computes each run's few tail
+    elements again, as the pass's one-by-one loop may call a scalar math function where the final pass's
+    vector loop calls a vector one (libm's expf and libmvec's differ in the last bit). An out= buffer is
+    never scratch (realize.py): it may be an input itself."""
+    roots = [n for _, n in element_outputs]
+
+    def cost(stopped: set[int]) -> int:
+        return sum(id(n) in body_index for n in toposort(roots, done=done | stopped))
+
+    chosen: dict[int, tuple[Node, int, int]] = {}
+    for i, output in element_outputs:
+        if i not in scratch:
+            continue
+        now, best = cost(set(chosen)), None
+        for p, values in enumerate(pass_values):
+            for node in values:
+                if node.dtype == output.dtype and id(node) not in chosen:
+                    saved = now - cost(set(chosen) | {id(node)})
+                    if saved >= MIN_OPS_SAVED and (best is None or saved > best[0]):
+                        best = (saved, node, p)
+        if best is not None:
+            chosen[id(best[1])] = (best[1], best[2], i)
+    # A value another chosen one covers is never read back: not worth storing.
+    order = toposort(roots, done=done | set(chosen))
+    reached = {id(n) for n in roots} | {id(s) for n in order for s in n.src}
+    return [entry for key, entry in chosen.items() if key in reached]
 
 
 def _reduction(node: Node, name: str, value: str) -> dict:

@@ -81,7 +81,7 @@ def cuda_sources(*arrays) -> list[str]:
             strides = [o + i for o, i in zip(outer, inner)]
         else:
             _, strides = loop_geometry(kernel.shape, arrays_layouts)
-        sources.append(render(kernel, [s[-1] for s in strides], "cuda")[0])
+        sources.append(render(kernel, [s[-1] for s in strides], "cuda", frozenset(range(len(kernel.outputs))))[0])
     return sources
 
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import exprgen as ex
+from exprgen.realize import plan_for
 from exprgen.reference import evaluate
+from exprgen.testing import assert_matches_reference
 
 AXES = [None, 0, 1, 2, -1, (0, 1), (0, 2), (1, 2), (0, 1, 2), ()]
 REDUCTIONS = ["sum", "prod", "max", "min", "any", "all", "mean", "var", "std"]
@@ -263,3 +265,36 @@ def test_concatenate_and_stack_materialise_into_one_buffer():
         ex.concatenate([a, np.ones((2, 2))], axis=0)
     with pytest.raises(ValueError, match="same shape"):
         ex.stack([a, b])
+
+
+def _functions_calling(source: str, call: str) -> list[str]:
+    """The kernel functions (phase0, map_phase, ...) whose bodies call ``call``; of map_phase, only its
+    loop over the elements a pass stored (the rest, each run's last len % L, recomputes)."""
+    chunks = [chunk.split("e0 = blocked;")[0] for chunk in source.split("\ninline void ")[1:]]
+    return sorted(chunk.split("(", 1)[0] for chunk in chunks if call in chunk)
+
+
+@pytest.mark.parametrize("shape, axis", [((37, 1001), -1), ((3, 9000), 1), ((300, 21), 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_value_the_sum_pass_computes_is_stored_in_the_output_not_recomputed(shape, axis, dtype):
+    # The last pass reads exp(x - max) back from the output row the sum's pass stored it in: the same bits
+    # as recomputing it (an out= buffer is never used as scratch, so out= still recomputes), exp once but
+    # in each run's last len % L elements.
+    # (3, 9000) splits each row across threads; (300, 21) reduces columns, so each row is strided.
+    xs = _data(dtype, shape, seed=5) * 20
+    xs[1, :7] = [np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-30, -88.0]
+    x = ex.asarray(xs)
+    top = ex.max(x, axis=axis, keepdims=True)
+    e = ex.exp(x - top)
+    # log_softmax's last pass would save only x - max: it recomputes that (a store and a load cost as much).
+    for expr, reused in ((ex.softmax(x, axis=axis), True), (ex.log_softmax(x, axis=axis), False),
+                         (x * e / ex.sum(e, axis=axis, keepdims=True), True)):
+        (step,) = plan_for((expr._graph_node(),)).steps
+        (got,) = assert_matches_reference(expr)
+        recomputed = ex.eval(expr, out=np.empty(shape, dtype))
+        np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), recomputed.view(f"u{got.itemsize}"))
+        assert ("e0 = blocked;" in step.source) == reused
+        assert _functions_calling(step.source, "eg::exp_") == ["phase1"], step.source
+    in_place = xs.copy()
+    ex.eval(ex.softmax(ex.asarray(in_place), axis=axis), out=in_place)
+    np.testing.assert_array_equal(in_place, ex.softmax(x, axis=axis).numpy())

@@ -23,6 +23,10 @@ struct Row {
   int64_t w0;
 };
 
+// A pass's loop over a run takes L elements at a time (L independent partial accumulators: two vectors of
+// float, as one alone is a dependency chain), then the run's last len % L elements one by one.
+constexpr int L = 32;
+
 struct Acc0 {
   eg::Arg<float> w0;
 };
@@ -41,7 +45,6 @@ inline void row_offsets(const Ctx& c, int64_t row, Row& r) {
 inline void phase0(const Ctx& c, const Row& r, int64_t lo, int64_t hi, Acc0& acc) {
   (void)r;
 
-  constexpr int L = 32;  // independent partial accumulators: two vectors of float (one alone is a dependency chain)
   eg::Arg<float> lane_w0[L];
   for (int k = 0; k < L; ++k) lane_w0[k] = eg::init_w0();
   for (int64_t pos = lo; pos < hi;) {
@@ -125,8 +128,9 @@ inline void map_phase(const Ctx& c, const Row& r, int64_t lo, int64_t hi) {
     const int64_t out0_step = c.strides[1 * c.nd + c.nd - 1];
     (void)out0; (void)out0_step;
 
+    int64_t e0 = 0;
 #pragma omp simd
-    for (int64_t e = 0; e < len; ++e) {
+    for (int64_t e = e0; e < len; ++e) {
 
     }
     pos += len;
