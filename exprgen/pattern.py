@@ -117,7 +117,10 @@ class Rewriter:
         self.log: list[tuple[str, Node, Node]] = []
         self.reads: set = set()
         self.steps = 0
-        return tuple(self._visit(root) for root in roots), self.log, self.reads
+        try:
+            return tuple(self._visit(root) for root in roots), self.log, self.reads
+        finally:
+            self.memo = {}   # the graph (and its input buffers) is the caller's to keep or let go
 
     def _visit(self, root: Node) -> Node:
         for node in graph.toposort([root], self.memo):

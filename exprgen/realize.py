@@ -429,6 +429,7 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
             return evaluate(roots, out)
         if memo is not None:
             memo[options] = way
+            _keep_warm(roots[0], graph.toposort(roots) if way is _REFERENCE else way.leaves)
     elif way is not _REFERENCE:
         counters.count("plan_hit")
     if way is _REFERENCE:
@@ -446,6 +447,25 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
     return _run(way, out)
 
 
+# The way to evaluate a root is remembered on the root, which lives only while something refers to it:
+# building the same expression again finds the node (hash-consing) only if it is still alive. The last
+# few small graphs evaluated are kept alive here, so a loop over small arrays stays on the few-microsecond
+# path; a graph whose inputs hold more than _WARM_BYTES is never kept (exprgen keeps no large buffer alive
+# past the caller's last reference to it).
+_WARM_ROOTS = 64
+_WARM_BYTES = 1 << 16
+_warm: dict[int, Node] = {}
+
+
+def _keep_warm(root: Node, leaves: list[Node]) -> None:
+    if sum(n.buffer.nbytes for n in leaves if n.op is BUFFER) > _WARM_BYTES:
+        return
+    _warm.pop(id(root), None)
+    if len(_warm) >= _WARM_ROOTS:
+        _warm.pop(next(iter(_warm)))
+    _warm[id(root)] = root
+
+
 def plan_for(roots: tuple[Node, ...]) -> Plan:
     """The compiled plan for ``roots`` (built if needed): what ``explain`` shows."""
     return _find_plan(roots, None, _options(None)).plan
@@ -453,3 +473,4 @@ def plan_for(roots: tuple[Node, ...]) -> Plan:
 
 def clear_plans() -> None:
     _plans.clear()
+    _warm.clear()

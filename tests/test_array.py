@@ -1,5 +1,8 @@
 """The Array API: laziness, fusion, evaluation, out=, errors, threads and the plan cache."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -270,6 +273,21 @@ def test_large_outputs_come_from_a_pool_that_never_hands_out_a_buffer_in_use():
     assert not np.shares_memory(kept, again) and not np.shares_memory(view, again)
     np.testing.assert_array_equal(kept, data + 1)
     np.testing.assert_array_equal(view, data[10:] + 2)
+
+
+def test_a_large_input_is_released_with_the_last_reference_to_it_and_small_graphs_stay_warm():
+    big = np.ones(1 << 20, np.float32)
+    alive = weakref.ref(big)
+    x = ex.asarray(big)
+    assert float((ex.exp(x) * 2).sum()) == pytest.approx(2 * np.e * (1 << 20), rel=1e-6)
+    del x, big
+    gc.collect()
+    assert alive() is None
+    # A small expression built again (its Array long gone) finds its node, which remembers its bound plan.
+    small = ex.asarray(np.float32([0.5]))
+    ex.sigmoid(small).numpy()
+    gc.collect()
+    assert any(isinstance(options, tuple) for options in ex.sigmoid(small)._graph_node().memo)
 
 
 def test_numpy_backend_gives_the_same_values(x):
