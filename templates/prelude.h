@@ -235,32 +235,70 @@ template <class T> static inline T logistic(T x) {
 
 // GELU. 1 + erf(x/sqrt2) and 1 + tanh(u) cancel for negative x (all digits lost below x = -5), so
 // these use erfc and 1 + tanh(u) = 2 * logistic(2u). Both then magnify the rounding of their argument
-// (erfc(t) by 2t^2, logistic(z) by |z|: ~100 at x = -10), so float computes in double and rounds once.
+// (erfc(t) by 2t^2, logistic(z) by |z|: ~100 at x = -10), so the argument must carry more than float's
+// precision: float gelu computes in double, float gelu_tanh in float pairs (below).
 static inline double gelu(double x) { return 0.5 * x * erfc(-x * 0.7071067811865476); }
 static inline double gelu_tanh(double x) {
   return x * logistic(2.0 * (0.7978845608028654 * (x + 0.044715 * x * x * x)));
 }
 }  // namespace eg
 
-// The float versions work in double through libmvec's vector double functions (bound to the same glibc
-// symbols under other names): their last-bit error is far below float's and vanishes in the rounding, and
-// it keeps the loop vectorised. The float64 ops themselves keep glibc's scalar functions (see the top).
+// Float gelu works in double through libmvec's vector erfc (bound to the same glibc symbol under another
+// name): its last-bit error vanishes in the rounding to float, and it keeps the loop vectorised. The
+// float64 ops themselves keep glibc's scalar functions (see the top).
 #ifndef EG_CUDA
 extern "C" {
-__attribute__((simd("notinbranch"))) double eg_wide_exp(double) noexcept __asm__("exp");
 __attribute__((simd("notinbranch"))) double eg_wide_erfc(double) noexcept __asm__("erfc");
 }
+static inline float eg_float_from_bits(int32_t bits) { return __builtin_bit_cast(float, bits); }
 #endif
 
 namespace eg {
 static inline float gelu(float x) { return (float)(0.5 * (double)x * eg_wide_erfc(-(double)x * 0.7071067811865476)); }
+
+// x * y + z with one rounding where the target has FMA; elsewhere two (used only where that is enough).
+#if defined(__FMA__) || defined(EG_CUDA)
+static inline float mul_add(float x, float y, float z) { return __builtin_fmaf(x, y, z); }
+static inline float two_product_error(float x, float y, float p) { return __builtin_fmaf(x, y, -p); }
+#else
+static inline float mul_add(float x, float y, float z) { return x * y + z; }
+// x * y - p exactly, for p = x * y rounded (Dekker's product: each factor split into two 12-bit halves).
+static inline float two_product_error(float x, float y, float p) {
+  const float xs = x * 4097.0f, xh = xs - (xs - x), xl = x - xh;
+  const float ys = y * 4097.0f, yh = ys - (ys - y), yl = y - yh;
+  return ((xh * yh - p) + xh * yl + xl * yh) + xl * yl;
+}
+#endif
+
+// Float gelu_tanh = x * logistic(z), z = x (C1 + C2 x^2), all in float so it runs 16 lanes wide (in double
+// through libmvec's exp it was compute-bound at 2.5x the time of sigmoid). z is formed as a float pair
+// z + z_lo (error-free products and sums, constants split likewise), exp(-|z|) = 2^k (1 + p(r)) with the
+// low part added into the reduced argument r, so the argument's rounding is not magnified; the result
+// is scaled by 2^64 until the last multiply, so results deep in the tail round once into subnormals.
+// Measured: <= 2.9 ULP from the exact value over 39M float32 inputs (with and without FMA).
 static inline float gelu_tanh(float x) {
-  const double d = x, z = 2.0 * (0.7978845608028654 * (d + 0.044715 * d * d * d));
-  const double e = eg_wide_exp(-__builtin_fabs(z));
-  // logistic(z) = (z >= 0 ? 1 : e) / (1 + e), the select as arithmetic: gcc will not vectorise a double
-  // comparison inside a float loop, but it does vectorise copysign.
-  const double positive = 0.5 + __builtin_copysign(0.5, z);
-  return (float)(d * ((e + positive * (1.0 - e)) / (1.0 + e)));
+  const float C1 = 1.5957691669464111f, C1_LO = -4.534068054340423e-08f;    // 2 sqrt(2/pi)
+  const float C2 = 0.07135481387376785f, C2_LO = 2.3988324659995897e-09f;   // 2 sqrt(2/pi) 0.044715
+  const float t = x * x, t_lo = two_product_error(x, x, t);
+  const float u = C2 * t, u_lo = two_product_error(C2, t, u) + mul_add(C2, t_lo, C2_LO * t);
+  const float s = C1 + u, v = s - C1, s_lo = ((C1 - (s - v)) + (u - v)) + (u_lo + C1_LO);
+  const float z = x * s, z_lo = two_product_error(x, s, z) + x * s_lo;
+  const bool positive = z >= 0.0f;
+  // Below -130 every result underflows to zero: the clamp keeps 2^(k + 64) a normal float.
+  const float w_full = -__builtin_fabsf(z), w = w_full < -130.0f ? -130.0f : w_full;
+  const float w_lo = positive ? -z_lo : z_lo;
+  const float k = mul_add(w, 1.4426950408889634f, 12582912.0f) - 12582912.0f;   // round(w / ln 2)
+  const float r = mul_add(-k, 1.4286068203094172e-06f, mul_add(-k, 0.693145751953125f, w)) + w_lo;
+  // e^r - 1 on |r| <= ln2 / 2 + 2^-20: Taylor to r^7 (the next term is below 2^-27)
+  const float p = mul_add(mul_add(mul_add(mul_add(mul_add(mul_add(1.0f / 5040, r, 1.0f / 720), r, 1.0f / 120),
+                                                  r, 1.0f / 24), r, 1.0f / 6), r, 0.5f), r * r, r);
+  const float scale = eg_float_from_bits(((int32_t)k + 191) << 23);   // 2^(k + 64)
+  const float e = mul_add(p, scale, scale) * 0x1p-64f;                  // exp(-|z|)
+  const float num = positive ? x : mul_add(x, p, x) * scale;
+  const float core = (num / (1.0f + e)) * (positive ? 1.0f : 0x1p-64f);
+  // |x| > 20: the logistic is 1, or below float's range (x * 0 gives -0.0, and NaN for -inf as x * 0 does
+  // in the formula); NaN takes the last branch.
+  return __builtin_fabsf(x) <= 20.0f ? core : x > 0.0f ? x : x * 0.0f;
 }
 
 }  // namespace eg

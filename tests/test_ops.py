@@ -540,3 +540,17 @@ def test_empty_arrays(op):
     for (signature, params), operand_shapes in itertools.product(accepted(op), shapes):
         operands = [np.zeros(shape, dtype) for shape, dtype in zip(operand_shapes, signature)]
         assert_matches_reference(ex.apply(op.name, *operands, params=params))
+
+
+def test_float32_gelu_tanh_through_its_tail():
+    """Float gelu_tanh works in float pairs (prelude.h), not double: every 7th float32 of [-10.5, -0.5],
+    where logistic(z) magnifies the argument's rounding by |z| (up to ~100), stays within its ULP bound of
+    the float64 value rounded once, subnormal results included."""
+    bits = np.arange(np.float32(0.5).view(np.int32), np.float32(10.5).view(np.int32), 7, dtype=np.int32)
+    x = -bits.view(np.float32)
+    wide = x.astype(np.float64)
+    z = 2 * (0.7978845608028654 * (wide + 0.044715 * wide ** 3))
+    expected = (wide * (np.exp(z) / (1 + np.exp(z)))).astype(np.float32)
+    assert (expected != 0).all() and (np.abs(expected) < np.finfo(np.float32).tiny).any()
+    assert_close(ex.gelu(ex.asarray(x), approximate="tanh").numpy(), expected,
+                 ulp=opdefs.get("gelu_tanh").tolerance_ulp(dtypes.FLOAT32))
