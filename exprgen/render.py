@@ -183,9 +183,10 @@ def _render_map(kernel: Kernel, inner_strides: list[int], target: str) -> tuple[
                "vector": _vector(f"out{i}", inner_strides[first_out + i])} for i, node in enumerate(kernel.outputs)]
     summary = "; ".join(f"out{i} = {describe(node, names, kernel.body)}" for i, node in enumerate(kernel.outputs))
     elementwise, _, extra = _templates(target)
+    prefetch = [a["name"] for a in arrays[:first_out] if a["contiguous"]]
     source = elementwise.render(
-        summary=summary, functions=list(functions.values()), entry=ENTRY,
-        arrays=arrays, scalars=scalars, statements=statements, stores=stores, **extra)
+        summary=summary, functions=list(functions.values()), entry=ENTRY, arrays=arrays, scalars=scalars,
+        statements=statements, stores=stores, prefetch=prefetch, **extra)
     return source, summary
 
 

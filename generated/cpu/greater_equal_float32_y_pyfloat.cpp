@@ -25,11 +25,25 @@ static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const 
     }
     const float* __restrict in0 = (const float*)data[0] + off0;
     bool* __restrict out0 = (bool*)data[1] + off1;
+    int64_t start = 0;
+    // Blocks of 64 elements, each first asking for its inputs' lines 4 KB ahead (see eg::prefetch), then
+    // the run's last len % 64. (One loop over blocks of at most 64 ran slower: its bound is not constant.)
+    for (; start + 64 <= len; start += 64) {
+      for (int b = 0; b < 64 * (int)sizeof(*in0); b += 64) eg::prefetch(in0 + start, b);
 #pragma omp simd
-    for (int64_t i = 0; i < len; ++i) {
-      const float x0 = in0[i];
-      const bool v0 = eg::greater_equal_f4f4_b1(x0, s0);
-      out0[i] = v0;
+      for (int64_t i = start; i < start + 64; ++i) {
+        const float x0 = in0[i];
+        const bool v0 = eg::greater_equal_f4f4_b1(x0, s0);
+        out0[i] = v0;
+
+      }
+    }
+#pragma omp simd
+    for (int64_t i = start; i < len; ++i) {
+        const float x0 = in0[i];
+        const bool v0 = eg::greater_equal_f4f4_b1(x0, s0);
+        out0[i] = v0;
+
     }
     pos += len;
   }
