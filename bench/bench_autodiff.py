@@ -211,11 +211,11 @@ def run_cases(ex, peers: dict, inputs: dict, triad_gbps: float) -> list[dict]:
             cases[engine] = (exprgen_call(ex, loss, case, arrays["w"], arrays["b"]), exprgen_guard(ex, most=most))
         for engine, calls in peer_calls.items():
             cases[engine] = (calls[case], None)
-        for engine, (call, guard) in cases.items():
-            check = Check(case, engine, ref)
-            r = core.time_engine(case, engine, call, guard, n, check, width=15)
-            if r is None:
-                continue
+        checks = {engine: Check(case, engine, ref) for engine in cases}
+        timed = core.side_by_side({engine: (call, guard, checks[engine]) for engine, (call, guard) in cases.items()},
+                                  n, on_failure=core.skip_failed_peer(case, width=15))
+        for engine, r in timed.items():
+            call, check = cases[engine][0], checks[engine]
             row = {"case": case, "engine": engine, "n": n, **r, "min_bytes": min_bytes,
                    "GBps": min_bytes / r["median_s"] / 1e9, "correct": check.ok, "error": check.error}
             if engine.startswith("exprgen"):

@@ -3,7 +3,9 @@
     python bench/bench_core.py [--json results.json] [--sizes 1e3,1e5,1e7,3e7] [--strict]
 
 What it reports, all with medians over repeated runs after warm-up (first-call times, which include
-compiling / tracing, are reported separately):
+compiling / tracing, are reported separately). The engines of one case are timed side by side: in three
+rounds, each engine taking a third of its samples per round in a rotating order (``side_by_side``), so
+load that comes and goes on a shared machine lands on all of them and the speed-ups hold up:
   * per expression and size: time, effective GB/s (the bytes an ideal fused kernel reads and writes,
     divided by the time) and the percentage of a STREAM-triad bandwidth measured in the same run;
   * exprgen both ways users realise a value: ``.numpy()`` (fresh output each time) and
@@ -57,6 +59,8 @@ SLOW_CASE_S, MIN_SLOW_REPEATS = 4.0, 3
 # Between engines: lets the previous runtime's worker threads (OpenMP, numexpr, XLA) stop spinning, so
 # each engine is timed on cores the others have let go of.
 SETTLE_S = 0.05
+# Rounds in which the engines of one case take their samples in turn (see side_by_side).
+BLOCKS = 3
 LOAD_WARNING = 0.5   # load average per CPU before the run above which the timings are flagged
 
 GELU_C, GELU_K = 0.044715, 0.7978845608
@@ -128,44 +132,93 @@ class Timer:
 
     ``guard`` (exprgen only) runs outside the timed window after every call and must see a new kernel
     launch: an Array keeps its value once realised, so without it a benchmark could quietly time a cache.
+    ``validate`` checks the first call's result.
     """
 
     def __init__(self, guard=None):
         self.guard = guard
 
     def first_and_samples(self, fn, n: int, validate=None) -> dict:
-        guard = self.guard
-        mark = guard() if guard else None
+        """The first call's time and the samples of one engine timed on its own."""
+        return side_by_side({"": (fn, self.guard, validate)}, n, blocks=1)[""]
+
+
+class _Engine:
+    """One engine's state in ``side_by_side``: its call, guard, samples and the time they took."""
+
+    def __init__(self, fn, guard, validate):
+        self.fn, self.guard, self.validate = fn, guard, validate
+        self.mark, self.first, self.samples, self.spent = None, 0.0, [], 0.0
+
+    def call(self) -> float:
         t0 = time.perf_counter()
-        result = fn()
-        first = time.perf_counter() - t0
-        if guard:
-            mark = guard(mark)
-        if validate:
-            validate(result)
+        result = self.fn()
+        dt = time.perf_counter() - t0
         # Results are dropped before the next call, as in a loop that consumes them: that is what lets an
         # implementation reuse output memory, and NumPy's allocator does the same for its own.
         del result
-        if first < 1.0:   # the first call may have paid one-off costs beyond compiling (page faults)
-            fn()
-            if guard:
-                mark = guard(mark)
+        if self.guard:
+            self.mark = self.guard(self.mark)
+        return dt
+
+    def start(self) -> None:
+        self.mark = self.guard() if self.guard else None
+        t0 = time.perf_counter()
+        result = self.fn()
+        self.first = time.perf_counter() - t0
+        if self.guard:
+            self.mark = self.guard(self.mark)
+        if self.validate:
+            self.validate(result)
+        del result
+        if self.first < 1.0:   # the first call may have paid one-off costs beyond compiling (page faults)
+            self.call()
+
+    def block(self, n: int, blocks: int) -> None:
+        """This engine's share of the samples for one of ``blocks`` rounds."""
+        if self.guard:   # other engines launched kernels since this one's last call
+            self.mark = self.guard()
         min_reps, max_reps, budget = repeats_for(n)
-        samples, spent = [], 0.0
-        perf = time.perf_counter
-        while len(samples) < max_reps and (len(samples) < min_reps or spent < budget):
-            if len(samples) >= MIN_SLOW_REPEATS and spent > SLOW_CASE_S:
+        taken, spent = 0, 0.0
+        while taken < -(-max_reps // blocks) and (taken < -(-min_reps // blocks) or spent < budget / blocks):
+            if len(self.samples) >= MIN_SLOW_REPEATS and self.spent > SLOW_CASE_S:
                 break
-            t0 = perf()
-            result = fn()
-            dt = perf() - t0
-            del result
-            if guard:
-                mark = guard(mark)
-            samples.append(dt)
-            spent += dt
-        return {"first_call_s": first, "median_s": statistics.median(samples), "min_s": min(samples),
-                "repeats": len(samples)}
+            dt = self.call()
+            self.samples.append(dt)
+            taken, spent, self.spent = taken + 1, spent + dt, self.spent + dt
+
+    def result(self) -> dict:
+        return {"first_call_s": self.first, "median_s": statistics.median(self.samples),
+                "min_s": min(self.samples), "repeats": len(self.samples)}
+
+
+def side_by_side(cases: dict, n: int, blocks: int = BLOCKS, on_failure=None) -> dict[str, dict]:
+    """Times several engines on one task: ``cases`` maps an engine to (fn, guard, validate). Each engine's
+    first call, then ``blocks`` rounds in which each engine takes a block of its samples, the order of
+    the engines rotating from round to round, so load that comes and goes on a shared machine falls on
+    every engine alike and ratios of medians hold up; SETTLE_S before each block lets the previous
+    engine's threads go idle. An engine whose first call raises something other than AssertionError is
+    passed to ``on_failure(engine, error)`` and left out, where ``on_failure`` is given."""
+    engines = {}
+    for name, (fn, guard, validate) in cases.items():
+        time.sleep(SETTLE_S)
+        engine = _Engine(fn, guard, validate)
+        try:
+            engine.start()
+        except AssertionError:
+            raise
+        except Exception as e:
+            if on_failure is None:
+                raise
+            on_failure(name, e)
+            continue
+        engines[name] = engine
+    order = list(engines.values())
+    for round_ in range(blocks):
+        for engine in order[round_ % len(order):] + order[:round_ % len(order)] if order else []:
+            time.sleep(SETTLE_S)
+            engine.block(n, blocks)
+    return {name: engine.result() for name, engine in engines.items()}
 
 
 def exprgen_guard(ex, most: int | None = None):
@@ -254,15 +307,20 @@ def measure_bandwidth(ex, peers: dict, n: int) -> dict:
     s = 3.0
     ba, ca = ex.asarray(b), ex.asarray(c)
     guard = exprgen_guard(ex)
-    triad = {"exprgen": Timer(guard).first_and_samples(lambda: ex.eval(ba + s * ca, out=a), n)}
-    with ex.threads(1):
-        triad["exprgen 1 thread"] = Timer(guard).first_and_samples(lambda: ex.eval(ba + s * ca, out=a), n)
-    np.testing.assert_allclose(a[::997], b[::997] + np.float32(s) * c[::997], rtol=1e-6)
+
+    def one_thread():
+        with ex.threads(1):
+            return ex.eval(ba + s * ca, out=a)
+
+    def check(_):   # every engine writes into a
+        np.testing.assert_allclose(a[::997], b[::997] + np.float32(s) * c[::997], rtol=1e-6)
+    engines = {"exprgen": (lambda: ex.eval(ba + s * ca, out=a), guard, check),
+               "exprgen 1 thread": (one_thread, guard, check)}
     if "numexpr" in peers:
         local = {"b": b, "c": c, "s": np.float32(s)}
         ne = peers["numexpr"]
-        triad["numexpr"] = Timer().first_and_samples(lambda: ne.evaluate("b+s*c", local_dict=local, out=a), n)
-        np.testing.assert_allclose(a[::997], b[::997] + np.float32(s) * c[::997], rtol=1e-6)
+        engines["numexpr"] = (lambda: ne.evaluate("b+s*c", local_dict=local, out=a), None, check)
+    triad = side_by_side(engines, n)
     copy = Timer().first_and_samples(lambda: np.copyto(a, b), n)
     by_engine = {k: 12 * n / r["median_s"] / 1e9 for k, r in triad.items()}
     best = max(by_engine, key=by_engine.get)
@@ -297,9 +355,9 @@ def sweep(ex, peers: dict, sizes, triad_gbps: float) -> list[dict]:
                 cases["exprgen out="] = (lambda: ex.eval(build(*xs), out=out), guard)
             for engine, call in peer_callables(name, inputs, peers, jax_inputs).items():
                 cases[engine] = (call, None)
-            for engine, (call, g) in cases.items():
-                time.sleep(SETTLE_S)
-                r = Timer(g).first_and_samples(call, n, validator(name, engine, inputs))
+            timed = side_by_side({engine: (call, g, validator(name, engine, inputs))
+                                  for engine, (call, g) in cases.items()}, n)
+            for engine, r in timed.items():
                 gbps = bytes_per_elem * n / r["median_s"] / 1e9
                 rows.append({"expr": name, "n": n, "engine": engine, **r, "bytes": bytes_per_elem * n,
                              "GBps": gbps, "pct_triad": 100 * gbps / triad_gbps})
@@ -559,20 +617,14 @@ def private_kernel_cache(cache_dir: str | None):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def time_engine(label: str, engine: str, call, guard, n: int, check, width: int = 20) -> dict | None:
-    """``Timer(guard).first_and_samples(call, n, check)`` after letting the previous engine settle. A peer
-    that cannot run here (torch.compile without a compiler, ...) is reported and skipped (None); exprgen's
-    failures, and every AssertionError (a wrong result, a broken guard), propagate."""
-    time.sleep(SETTLE_S)
-    try:
-        return Timer(guard).first_and_samples(call, n, check)
-    except AssertionError:
-        raise
-    except Exception as e:
+def skip_failed_peer(label: str, width: int = 20):
+    """``on_failure`` for ``side_by_side``: a peer that cannot run here (torch.compile without a compiler,
+    ...) is reported and skipped; exprgen's failures propagate."""
+    def on_failure(engine: str, error: Exception) -> None:
         if engine.startswith("exprgen"):
-            raise
-        print(f"  {label:<{width}} {engine:<14} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
-        return None
+            raise error
+        print(f"  {label:<{width}} {engine:<14} failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}")
+    return on_failure
 
 
 def describe_run(ex, peers: dict, **extra) -> dict:

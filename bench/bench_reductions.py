@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 import bench_core as core   # also puts the repository on sys.path and keeps jax on the CPU
-from bench_core import DTYPE, SETTLE_S, Timer, exprgen_guard, fmt_time
+from bench_core import DTYPE, exprgen_guard, fmt_time, side_by_side, skip_failed_peer
 
 LOSS_N, READ_N = 10_000_000, 30_000_000
 ROWS_SHAPE = (10_000, 1_000)
@@ -198,15 +198,14 @@ def measure_read_bandwidth(ex, peers: dict, a: np.ndarray) -> dict:
         ta = peers["torch"].from_numpy(a)
         calls["torch"] = (lambda: ta.sum(), None)
     want = float(a.sum(dtype=np.float64))
-    by_engine = {}
-    for engine, (call, g) in calls.items():
-        time.sleep(SETTLE_S)
 
-        def validate(result, engine=engine):   # a sanity check that it summed, not an accuracy target
+    def validator(engine):   # a sanity check that it summed, not an accuracy target
+        def validate(result):
             if abs(float(np.asarray(result)) - want) > 1e-3 * abs(want):
                 raise AssertionError(f"read bandwidth: {engine}'s sum {float(np.asarray(result))} != {want}")
-        r = Timer(g).first_and_samples(call, n, validate)
-        by_engine[engine] = 4 * n / r["median_s"] / 1e9
+        return validate
+    timed = side_by_side({engine: (call, g, validator(engine)) for engine, (call, g) in calls.items()}, n)
+    by_engine = {engine: 4 * n / r["median_s"] / 1e9 for engine, r in timed.items()}
     best = max(by_engine, key=by_engine.get)
     return {"n": n, "read_GBps": by_engine[best], "read_by": best, "read_GBps_by_engine": by_engine}
 
@@ -237,23 +236,16 @@ def run_cases(ex, peers: dict, read_gbps: float, inputs_at) -> list[dict]:
         running = {k: v for k, v in peers.items() if only is None or k in only}
         for engine, call in peer_callables(expr, inputs, running).items():
             cases[engine] = (call, None)
-        for engine, (call, g) in cases.items():
-            time.sleep(SETTLE_S)
-            check = Check(expr, engine, ref)
-            try:
-                r = Timer(g).first_and_samples(call, n, check)
-            except AssertionError:
-                raise
-            except Exception as e:   # a peer that cannot run here (torch.compile without a compiler, ...)
-                if engine.startswith("exprgen"):
-                    raise
-                print(f"  {label:<20} {engine:<14} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
-                continue
+        checks = {engine: Check(expr, engine, ref) for engine in cases}
+        timed = side_by_side({engine: (call, g, checks[engine]) for engine, (call, g) in cases.items()}, n,
+                             on_failure=skip_failed_peer(label))
+        for engine, r in timed.items():
+            check = checks[engine]
             gbps = nbytes / r["median_s"] / 1e9
             row = {"case": label, "expr": expr, "shape": list(shape), "engine": engine, **r, "bytes": nbytes,
                    "GBps": gbps, "pct_read": 100 * gbps / read_gbps, "correct": check.ok, "error": check.error}
             if engine == "exprgen":
-                row["kernels_per_call"] = kernels_per_call(ex, call)
+                row["kernels_per_call"] = kernels_per_call(ex, cases[engine][0])
             rows.append(row)
             print(f"  {label:<20} {engine:<14} {fmt_time(r['median_s']):>10}  {gbps:6.2f} GB/s  "
                   f"({r['repeats']} runs){'' if check.ok else '  WRONG'}", flush=True)
