@@ -49,18 +49,19 @@ static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const 
   }
 }
 
-// One thread runs the whole range directly; a team splits it into equal, 16-element-aligned chunks.
+// One thread runs the whole range directly; a team takes chunks (16-element aligned, at most 64K elements,
+// at least 8 per thread) as each thread comes free, so a core that a shared machine slows down gets less
+// of the work: an equal split waits for the slowest thread. Each element is computed the same way by
+// whichever thread.
 extern "C" void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape, void* const* data,
                             const int64_t* strides, const uint64_t* scalars, int32_t nthreads) {
   if (nthreads <= 1) {
     run_range(0, total, ndim, shape, data, strides, scalars);
     return;
   }
-#pragma omp parallel num_threads(nthreads)
-  {
-    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t chunk = ((total + nt - 1) / nt + 15) / 16 * 16;
-    const int64_t pos = t * chunk < total ? t * chunk : total;
-    run_range(pos, pos + chunk < total ? pos + chunk : total, ndim, shape, data, strides, scalars);
-  }
+  const int64_t even = ((total + 8 * nthreads - 1) / (8 * nthreads) + 15) / 16 * 16;
+  const int64_t chunk = even < 65536 ? even : 65536, chunks = (total + chunk - 1) / chunk;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+  for (int64_t k = 0; k < chunks; ++k)
+    run_range(k * chunk, k * chunk + chunk < total ? k * chunk + chunk : total, ndim, shape, data, strides, scalars);
 }

@@ -161,15 +161,19 @@ inline void whole_row(const Ctx& c, int64_t row) {
 }
 }  // namespace
 
-// Many rows: threads take whole rows. Few rows: each pass over a row is split across threads, and their
-// partial accumulators are merged in thread order (deterministic for a given thread count).
+// Many rows: threads take whole rows. Few rows: each pass over a row is split across threads in equal
+// parts, and their partial accumulators are merged in thread order (deterministic for a given thread
+// count, which taking parts as threads come free would not be).
 extern "C" void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape, void* const* data,
                             const int64_t* strides, const uint64_t* scalars, int32_t nthreads) {
   (void)ndim;
   Ctx c{shape, data, strides, scalars, (int32_t)shape[0], (int32_t)shape[1], (int32_t)(shape[0] + shape[1]), 1};
   for (int32_t d = 0; d < c.nin; ++d) c.inner_total *= shape[2 + c.nout + d];
   if (nthreads <= 1 || total >= 2 * nthreads || c.inner_total < 4096) {
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && total > 1)
+    // Whole rows, a batch of about 32K elements at a time to whichever thread comes free (a core slowed
+    // by a shared machine takes fewer); a row's result does not depend on the thread computing it.
+    const int64_t batch = c.inner_total < 32768 ? 32768 / (c.inner_total > 0 ? c.inner_total : 1) : 1;
+#pragma omp parallel for schedule(dynamic, batch) num_threads(nthreads) if (nthreads > 1 && total > 1)
     for (int64_t row = 0; row < total; ++row) whole_row(c, row);
     return;
   }
