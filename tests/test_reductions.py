@@ -298,3 +298,18 @@ def test_a_value_the_sum_pass_computes_is_stored_in_the_output_not_recomputed(sh
     in_place = xs.copy()
     ex.eval(ex.softmax(ex.asarray(in_place), axis=axis), out=in_place)
     np.testing.assert_array_equal(in_place, ex.softmax(x, axis=axis).numpy())
+
+
+def test_a_long_row_split_across_threads_gives_the_same_bits_for_any_thread_count():
+    # A long row is cut into parts by its length alone and their partial sums merged in part order, so
+    # neither the thread count nor which thread takes which part changes the result.
+    xs = _data(np.float64, (2, 300_001), seed=11) * 1000   # float64 sums show any change of order
+    x = ex.asarray(xs)
+    results = []
+    for threads in (2, 3, 4):
+        with ex.threads(threads):
+            results.append([ex.sum(x[0]).numpy(), ex.softmax(x, axis=1).numpy(), ex.var(x, axis=1).numpy()])
+    for other in results[1:]:
+        for got, first in zip(other, results[0]):
+            np.testing.assert_array_equal(got.view(np.uint64), first.view(np.uint64))
+    np.testing.assert_allclose(results[0][0], xs[0].sum(), rtol=1e-12)

@@ -161,9 +161,7 @@ inline void whole_row(const Ctx& c, int64_t row) {
 }
 }  // namespace
 
-// Many rows: threads take whole rows. Few rows: each pass over a row is split across threads in equal
-// parts, and their partial accumulators are merged in thread order (deterministic for a given thread
-// count, which taking parts as threads come free would not be).
+// Many rows: threads take whole rows. Few long rows: each pass over a row is split in parts (below).
 extern "C" void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape, void* const* data,
                             const int64_t* strides, const uint64_t* scalars, int32_t nthreads) {
   (void)ndim;
@@ -177,27 +175,27 @@ extern "C" void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape
     for (int64_t row = 0; row < total; ++row) whole_row(c, row);
     return;
   }
+  // Few long rows: each row in parts whose number depends on its length only (about 8K elements each, at
+  // most 256), taken by threads as they come free; the parts' partial accumulators are merged in part
+  // order, so the result is the same whatever the thread count and timing.
+  const int64_t parts = c.inner_total / 8192 > 256 ? 256 : c.inner_total / 8192 > 1 ? c.inner_total / 8192 : 1;
+  const int64_t part = (c.inner_total + parts - 1) / parts;
   for (int64_t row = 0; row < total; ++row) {
     Row r;
     row_offsets(c, row, r);
     {
-      Acc0 parts[256];
-      int used = 0;
-#pragma omp parallel num_threads(nthreads)
-      {
-        const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-        const int64_t chunk = (c.inner_total + nt - 1) / nt;
-        const int64_t lo = t * chunk < c.inner_total ? t * chunk : c.inner_total;
-        const int64_t hi = lo + chunk < c.inner_total ? lo + chunk : c.inner_total;
+      Acc0 partial[256];
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+      for (int64_t k = 0; k < parts; ++k) {
+        const int64_t lo = k * part < c.inner_total ? k * part : c.inner_total;
         Acc0 acc;
         acc.w0 = eg::init_w0();
-        phase0(c, r, lo, hi, acc);
-        if (t < 256) parts[t] = acc;
-        if (t == 0) used = (int)(nt < 256 ? nt : 256);
+        phase0(c, r, lo, lo + part < c.inner_total ? lo + part : c.inner_total, acc);
+        partial[k] = acc;
       }
-      Acc0 acc = parts[0];
-      for (int t = 1; t < used; ++t) {
-        acc.w0 = eg::combine_w0(acc.w0, parts[t].w0);
+      Acc0 acc = partial[0];
+      for (int64_t k = 1; k < parts; ++k) {
+        acc.w0 = eg::combine_w0(acc.w0, partial[k].w0);
       }
       finish0(c, r, acc);
     }
