@@ -301,8 +301,9 @@ def test_a_value_the_sum_pass_computes_is_stored_in_the_output_not_recomputed(sh
 
 
 def test_a_long_row_split_across_threads_gives_the_same_bits_for_any_thread_count():
-    # A long row is cut into parts by its length alone and their partial sums merged in part order, so
-    # neither the thread count nor which thread takes which part changes the result.
+    # A long row that threads share is cut into parts by its length alone and their partials merged in
+    # part order, so neither the number of threads sharing it nor which takes which part changes the
+    # result. (One thread folds the row in one stretch, as many short rows are.)
     xs = _data(np.float64, (2, 300_001), seed=11) * 1000   # float64 sums show any change of order
     x = ex.asarray(xs)
     results = []
