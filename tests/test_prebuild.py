@@ -319,3 +319,15 @@ def test_prebuild_without_a_compiler_fails_loudly(tmp_path):
     assert result.returncode == 1
     assert "FAILED every kernel for cpu: CXX='/nonexistent/g++' is not an executable" in result.stdout
     assert not entries(tmp_path / "prebuilt")
+
+
+def test_demo_shows_the_expression_its_kernel_source_the_compile_the_cache_hit_and_numpy(tmp_path):
+    result = cli("demo", "-n", "100000", cache_dir=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "pending: divide(1, add(1, exp(" in out                       # the lazy expression
+    assert "compiled in" in out and "1 kernel launched" in out            # the first evaluation compiles
+    assert "1/(1+exp(-x)) -> sigmoid(x)" in out and "== 1 kernel(s)" in out
+    assert "eg::sigmoid_f4_f4(" in out and "void run_range(" in out     # the generated source
+    assert "second evaluation" in out and "(compiles: 0," in out          # served from the caches
+    assert "NumPy, same expression" in out and "max |exprgen - NumPy|" in out
