@@ -16,6 +16,7 @@ struct Ctx {
   const uint64_t* scalars;
   int32_t nout, nin, nd;
   int64_t inner_total;
+  int64_t parts, part;   // each row is reduced in parts of `part` elements (see the entry point)
 };
 
 struct Row {
@@ -150,13 +151,34 @@ inline void store_row(const Ctx& c, const Row& r) {
   out0[0] = r.w0;
 }
 
+// Elements [lo, hi) of part j of a row.
+inline int64_t part_begin(const Ctx& c, int64_t j) { return j * c.part < c.inner_total ? j * c.part : c.inner_total; }
+inline int64_t part_end(const Ctx& c, int64_t j) {
+  return part_begin(c, j) + c.part < c.inner_total ? part_begin(c, j) + c.part : c.inner_total;
+}
+
 inline void whole_row(const Ctx& c, int64_t row) {
   Row r;
   row_offsets(c, row, r);
-  Acc0 acc0;
-  acc0.w0 = eg::init_w0();
-  phase0(c, r, 0, c.inner_total, acc0);
-  finish0(c, r, acc0);
+  {
+    // Part by part, merged in part order as the threads' partials are (a short row is one part).
+    Acc0 acc;
+    for (int64_t j = 0; j < c.parts; ++j) {
+      Acc0 partial;
+      partial.w0 = eg::init_w0();
+      if (c.parts == 1) {
+        phase0(c, r, 0, c.inner_total, partial);
+      } else {
+        phase0(c, r, part_begin(c, j), part_end(c, j), partial);
+      }
+      if (j == 0) {
+        acc = partial;
+        continue;
+      }
+      acc.w0 = eg::combine_w0(acc.w0, partial.w0);
+    }
+    finish0(c, r, acc);
+  }
   store_row(c, r);
 }
 }  // namespace
@@ -165,8 +187,13 @@ inline void whole_row(const Ctx& c, int64_t row) {
 extern "C" void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape, void* const* data,
                             const int64_t* strides, const uint64_t* scalars, int32_t nthreads) {
   (void)ndim;
-  Ctx c{shape, data, strides, scalars, (int32_t)shape[0], (int32_t)shape[1], (int32_t)(shape[0] + shape[1]), 1};
+  Ctx c{shape, data, strides, scalars, (int32_t)shape[0], (int32_t)shape[1], (int32_t)(shape[0] + shape[1]), 1, 1, 1};
   for (int32_t d = 0; d < c.nin; ++d) c.inner_total *= shape[2 + c.nout + d];
+  // Parts of about 8K elements (at most 256, a multiple of L each), fixed by the row's length alone: a row
+  // is folded part by part and the partial accumulators merged in part order, by one thread (whole_row) or
+  // by several (below), so a result has the same bits for any thread count and any timing.
+  c.parts = c.inner_total / 8192 > 256 ? 256 : c.inner_total / 8192 > 1 ? c.inner_total / 8192 : 1;
+  c.part = ((c.inner_total + c.parts - 1) / c.parts + L - 1) / L * L;
   if (nthreads <= 1 || total >= 2 * nthreads || c.inner_total < 4096) {
     // Whole rows, a batch of about 32K elements at a time to whichever thread comes free (a core slowed
     // by a shared machine takes fewer); a row's result does not depend on the thread computing it.
@@ -175,27 +202,20 @@ extern "C" void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape
     for (int64_t row = 0; row < total; ++row) whole_row(c, row);
     return;
   }
-  // Few long rows: each row in parts whose number depends on its length only (about 8K elements each, at
-  // most 256), taken by threads as they come free; the parts' partial accumulators are merged in part
-  // order, so the result is the same whatever the thread count and timing.
-  const int64_t parts = c.inner_total / 8192 > 256 ? 256 : c.inner_total / 8192 > 1 ? c.inner_total / 8192 : 1;
-  const int64_t part = (c.inner_total + parts - 1) / parts;
+  // Few long rows: threads take a row's parts as they come free.
   for (int64_t row = 0; row < total; ++row) {
     Row r;
     row_offsets(c, row, r);
     {
       Acc0 partial[256];
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
-      for (int64_t k = 0; k < parts; ++k) {
-        const int64_t lo = k * part < c.inner_total ? k * part : c.inner_total;
-        Acc0 acc;
-        acc.w0 = eg::init_w0();
-        phase0(c, r, lo, lo + part < c.inner_total ? lo + part : c.inner_total, acc);
-        partial[k] = acc;
+      for (int64_t j = 0; j < c.parts; ++j) {
+        partial[j].w0 = eg::init_w0();
+        phase0(c, r, part_begin(c, j), part_end(c, j), partial[j]);
       }
       Acc0 acc = partial[0];
-      for (int64_t k = 1; k < parts; ++k) {
-        acc.w0 = eg::combine_w0(acc.w0, partial[k].w0);
+      for (int64_t j = 1; j < c.parts; ++j) {
+        acc.w0 = eg::combine_w0(acc.w0, partial[j].w0);
       }
       finish0(c, r, acc);
     }
