@@ -161,7 +161,9 @@ inline void whole_row(const Ctx& c, int64_t row) {
   Row r;
   row_offsets(c, row, r);
   {
-    // Part by part, merged in part order as the threads' partials are (a short row is one part).
+    // Part by part, merged in part order as the threads' partials are. A short row is one part, passed
+    // as [0, inner_total) itself: going through part_begin/part_end there made softmax (10000, 1000)
+    // ~15% slower (A/B, 6.7-6.9 vs 7.8-8.0 ms), as the compiler then knows less about the bounds.
     Acc0 acc;
     for (int64_t j = 0; j < c.parts; ++j) {
       Acc0 partial;
