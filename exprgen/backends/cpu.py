@@ -3,6 +3,10 @@
 Flags: C++17, -O3 for a target ISA, OpenMP, no -ffast-math (it would switch the whole process to
 flush denormals to zero). -fno-math-errno lets gcc call libmvec's vector math; -ffp-contract=off keeps
 a*b+c rounded twice, as NumPy does; -fwrapv makes integer overflow wrap, as NumPy's does.
+-mprefer-vector-width=512: on AVX-512 CPUs gcc otherwise vectorises 256 bits wide (older Xeons slowed their
+clock for 512-bit code). Here 512-bit loops took 9-31% less time in the compute-bound kernels (float32, 3e7
+elements, 2 threads, interleaved A/B: gelu_tanh 20.7 -> 15.5 ms, tanh 16.8 -> 11.6, sigmoid 13.4 -> 11.5,
+exp 12.8 -> 11.7); the flag changes nothing where AVX-512 is absent.
 
 The target is -march=native (run time compiles: this CPU exactly) or an x86-64 level (prebuilt kernels
 that travel); the identity names it, and ``supported_isas`` says which ones this CPU runs, best first.
@@ -30,8 +34,8 @@ import cffi
 
 from ..resources import data_dir
 
-FLAGS = ("-std=c++17", "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
-         "-fwrapv", "-fopenmp", "-fPIC", "-shared", "-fno-plt", "-w")
+FLAGS = ("-std=c++17", "-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fno-trapping-math",
+         "-ffp-contract=off", "-fwrapv", "-fopenmp", "-fPIC", "-shared", "-fno-plt", "-w")
 NATIVE = "native"
 # The x86-64 psABI micro-architecture levels, best first, each with the /proc/cpuinfo flags it adds to
 # the level below ("x86-64" is the baseline every x86-64 CPU runs). A binary built for a level runs on
