@@ -27,6 +27,7 @@ static inline bool __builtin_signbit(double x) { return ::signbit(x); }
 // prelude.h's float GELU calls glibc's double erfc under this name, and reads float bits like this.
 static inline double eg_wide_erfc(double x) { return ::erfc(x); }
 static inline float eg_float_from_bits(int x) { return __int_as_float(x); }
+static inline int eg_bits_of_float(float x) { return __float_as_int(x); }
 
 #include "prelude.h"
 
