@@ -180,13 +180,16 @@ def _render_map(kernel: Kernel, inner_strides: list[int], target: str) -> tuple[
         statements.append({"name": f"v{j}", "ctype": C_TYPE[node.dtype], "expr": expr, "vector": None})
     first_out = len(kernel.inputs)
     stores = [{"target": _load(f"out{i}", inner_strides[first_out + i]), "value": names[id(node)],
-               "vector": _vector(f"out{i}", inner_strides[first_out + i])} for i, node in enumerate(kernel.outputs)]
+               "vector": _vector(f"out{i}", inner_strides[first_out + i]),
+               "block_target": f"out{i}_block[i - start]" if arrays[first_out + i]["contiguous"] else None}
+              for i, node in enumerate(kernel.outputs)]
     summary = "; ".join(f"out{i} = {describe(node, names, kernel.body)}" for i, node in enumerate(kernel.outputs))
     elementwise, _, extra = _templates(target)
     prefetch = [a["name"] for a in arrays[:first_out] if a["contiguous"]]
+    streams = [a for a in arrays[first_out:] if a["contiguous"]]
     source = elementwise.render(
         summary=summary, functions=list(functions.values()), entry=ENTRY, arrays=arrays, scalars=scalars,
-        statements=statements, stores=stores, prefetch=prefetch, **extra)
+        statements=statements, stores=stores, prefetch=prefetch, streams=streams, **extra)
     return source, summary
 
 

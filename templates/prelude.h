@@ -327,6 +327,44 @@ namespace eg {
 template <class T> static inline void prefetch(const T* at, int byte) {
   __builtin_prefetch((const void*)((uint64_t)at + 4096 + byte));
 }
+
+// Large outputs are written with streaming (non-temporal) stores: a plain store first reads the line it
+// fills (write-allocate), so writing N bytes moved 2N; and an output this large would not stay in cache
+// for its reader anyway. Sigmoid over 3e7 floats: 11.2-12.3 -> 9.2-9.8 ms, over 1e7: 3.2-3.6 -> 2.8-3.2 ms.
+// Below STREAM_BYTES of output per kernel call the plain stores keep the result in cache for what reads
+// it next. A streamed block is whole 64-byte lines from a line boundary; each thread fences its streaming
+// stores before it finishes, so the result is in memory when the kernel returns.
+constexpr int64_t STREAM_BYTES = 16 << 20;
+// Elements of `size` bytes from `at` to the next 64-byte boundary; -1 where `at` is not element-aligned.
+static inline int64_t elements_to_line(const void* at, int64_t size) {
+  const uint64_t address = (uint64_t)at;
+  return address % size ? -1 : (int64_t)(((64 - address % 64) % 64) / size);
+}
+#if defined(__x86_64__)
+#if defined(__AVX512F__)
+typedef float StreamVector __attribute__((vector_size(64)));
+static inline void stream_vector(float* to, StreamVector v) { __builtin_ia32_movntps512(to, v); }
+#elif defined(__AVX__)
+typedef float StreamVector __attribute__((vector_size(32)));
+static inline void stream_vector(float* to, StreamVector v) { __builtin_ia32_movntps256(to, v); }
+#else
+typedef float StreamVector __attribute__((vector_size(16)));
+static inline void stream_vector(float* to, StreamVector v) { __builtin_ia32_movntps(to, v); }
+#endif
+// `bytes` (whole lines) from `from` to `to`: streamed where `to` is on a line boundary, else copied.
+static inline void stream_block(void* to, const void* from, int bytes) {
+  if ((uint64_t)to % 64) {
+    __builtin_memcpy(to, from, bytes);
+    return;
+  }
+  for (int b = 0; b < bytes; b += (int)sizeof(StreamVector))
+    stream_vector((float*)((char*)to + b), *(const StreamVector*)((const char*)from + b));
+}
+static inline void stream_fence() { __builtin_ia32_sfence(); }
+#else
+static inline void stream_block(void* to, const void* from, int bytes) { __builtin_memcpy(to, from, bytes); }
+static inline void stream_fence() {}
+#endif
 #endif
 }  // namespace eg
 

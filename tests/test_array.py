@@ -275,6 +275,34 @@ def test_large_outputs_come_from_a_pool_that_never_hands_out_a_buffer_in_use():
     np.testing.assert_array_equal(view, data[10:] + 2)
 
 
+@pytest.mark.parametrize("offset", [0, 1, 5, 16])
+def test_large_outputs_are_streamed_whole_whatever_their_alignment(offset):
+    """Outputs of eg::STREAM_BYTES (16 MB) and more go out with streaming stores from their first 64-byte
+    line on: every element arrives, none outside the buffer is touched, for any alignment of out=, two
+    outputs of other widths and alignments at once, and a strided output (stored plainly)."""
+    rng = np.random.default_rng(offset)
+    n = (16 << 20) // 4 + 4099   # float32: just over the threshold, and not a whole number of blocks
+    x, y = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
+    a = ex.asarray(x)
+    summed, bigger = x * np.float32(2) + y, x > y   # the same bits in any loop: exact comparisons apply
+    np.testing.assert_array_equal((a * 2 + y).numpy(), summed)
+    base = np.full(n + offset + 7, 7, np.float32)
+    wide = np.full(n + 3, -1.0)   # float64 output at another alignment
+    flags = np.ones(n + offset + 2, bool)
+    ex.eval(a * 2 + y, (a * 2 + y).astype(np.float64), a > y,
+            out=(base[offset:offset + n], wide[3:], flags[offset + 2:]))
+    np.testing.assert_array_equal(base[offset:offset + n], summed)
+    assert (base[:offset] == 7).all() and (base[offset + n:] == 7).all()
+    np.testing.assert_array_equal(wide[3:], summed.astype(np.float64))
+    assert (wide[:3] == -1).all()
+    np.testing.assert_array_equal(flags[offset + 2:], bigger)
+    assert flags[:offset + 2].all()
+    strided = np.zeros(2 * n, np.float32)
+    ex.eval(a * 2 + y, out=strided[::2])
+    np.testing.assert_array_equal(strided[::2], summed)
+    assert not strided[1::2].any()
+
+
 def test_a_large_input_is_released_with_the_last_reference_to_it_and_small_graphs_stay_warm():
     big = np.ones(1 << 20, np.float32)
     alive = weakref.ref(big)

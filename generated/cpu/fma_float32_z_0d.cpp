@@ -7,7 +7,8 @@ static inline float fma_f4f4f4_f4(float x, float y, float z) { typedef float T; 
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the
 // inner loop is a plain SIMD loop whatever the layouts.
 static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const int64_t* shape,
-                      void* const* data, const int64_t* strides, const uint64_t* scalars) {
+                      void* const* data, const int64_t* strides, const uint64_t* scalars, const bool stream) {
+  (void)stream;
   const int64_t cols = shape[ndim - 1];
   while (pos < end) {
     int64_t row = pos / cols;
@@ -29,12 +30,37 @@ static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const 
     const float* __restrict in1 = (const float*)data[1] + off1;
     const float* __restrict in2 = (const float*)data[2] + off2;
     float* __restrict out0 = (float*)data[3] + off3;
-    int64_t start = 0;
     // Blocks of 64 elements, each first asking for its inputs' lines 4 KB ahead (see eg::prefetch), then
-    // the run's last len % 64. (One loop over blocks of at most 64 ran slower: its bound is not constant.)
+    // the elements before the first block and after the last. (One loop over blocks of at most 64 ran
+    // slower: its bound is not constant.)
+    int64_t head = 0, start = 0;
+    // A call that streams (see eg::STREAM_BYTES) starts its blocks at out0's first 64-byte line
+    // boundary, computes each into line-aligned buffers and streams them out (an output on another
+    // alignment is copied).
+    const int64_t line = stream ? eg::elements_to_line(out0, sizeof(*out0)) : -1;
+    if (line >= 0 && line + 64 <= len) {
+      head = start = line;
+      for (; start + 64 <= len; start += 64) {
+      for (int b = 0; b < 64 * (int)sizeof(*in0); b += 64) eg::prefetch(in0 + start, b);
+      for (int b = 0; b < 64 * (int)sizeof(*in1); b += 64) eg::prefetch(in1 + start, b);
+
+        float out0_block[64] __attribute__((aligned(64)));
+#pragma omp simd
+        for (int64_t i = start; i < start + 64; ++i) {
+        const float x0 = in0[i];
+        const float x1 = in1[i];
+        const float x2 = in2[0];
+        const float v0 = eg::fma_f4f4f4_f4(x0, x1, x2);
+        out0_block[i - start] = v0;
+
+        }
+        eg::stream_block(out0 + start, out0_block, sizeof(out0_block));
+      }
+    }
     for (; start + 64 <= len; start += 64) {
       for (int b = 0; b < 64 * (int)sizeof(*in0); b += 64) eg::prefetch(in0 + start, b);
       for (int b = 0; b < 64 * (int)sizeof(*in1); b += 64) eg::prefetch(in1 + start, b);
+
 #pragma omp simd
       for (int64_t i = start; i < start + 64; ++i) {
         const float x0 = in0[i];
@@ -45,17 +71,22 @@ static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const 
 
       }
     }
+    // [0, head) and [start, len) in one loop, so that the body is compiled once for both
+    for (int edge = 0; edge < 2; ++edge) {
+      const int64_t first = edge ? start : 0, last = edge ? len : head;
 #pragma omp simd
-    for (int64_t i = start; i < len; ++i) {
+      for (int64_t i = first; i < last; ++i) {
         const float x0 = in0[i];
         const float x1 = in1[i];
         const float x2 = in2[0];
         const float v0 = eg::fma_f4f4f4_f4(x0, x1, x2);
         out0[i] = v0;
 
+      }
     }
     pos += len;
   }
+  if (stream) eg::stream_fence();
 }
 
 // One thread runs the whole range directly; a team takes chunks (16-element aligned, at most 64K elements,
@@ -64,13 +95,15 @@ static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const 
 // whichever thread.
 extern "C" void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape, void* const* data,
                             const int64_t* strides, const uint64_t* scalars, int32_t nthreads) {
+  const bool stream = total * (int64_t)(sizeof(float)) >= eg::STREAM_BYTES;
   if (nthreads <= 1) {
-    run_range(0, total, ndim, shape, data, strides, scalars);
+    run_range(0, total, ndim, shape, data, strides, scalars, stream);
     return;
   }
   const int64_t even = ((total + 8 * nthreads - 1) / (8 * nthreads) + 15) / 16 * 16;
   const int64_t chunk = even < 65536 ? even : 65536, chunks = (total + chunk - 1) / chunk;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
   for (int64_t k = 0; k < chunks; ++k)
-    run_range(k * chunk, k * chunk + chunk < total ? k * chunk + chunk : total, ndim, shape, data, strides, scalars);
+    run_range(k * chunk, k * chunk + chunk < total ? k * chunk + chunk : total, ndim, shape, data, strides, scalars,
+              stream);
 }

@@ -7,7 +7,8 @@ static inline double hypot_f8f8_f8(double x, double y) { typedef double T; retur
 // Elements [pos, end) of the flat index range, walked row by row over the coalesced loop shape, so the
 // inner loop is a plain SIMD loop whatever the layouts.
 static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const int64_t* shape,
-                      void* const* data, const int64_t* strides, const uint64_t* scalars) {
+                      void* const* data, const int64_t* strides, const uint64_t* scalars, const bool stream) {
+  (void)stream;
   int64_t s0;
   __builtin_memcpy(&s0, scalars + 0, sizeof(s0));
   const int64_t cols = shape[ndim - 1];
@@ -25,11 +26,33 @@ static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const 
     }
     const int32_t* __restrict in0 = (const int32_t*)data[0] + off0;
     double* __restrict out0 = (double*)data[1] + off1;
-    int64_t start = 0;
     // Blocks of 64 elements, each first asking for its inputs' lines 4 KB ahead (see eg::prefetch), then
-    // the run's last len % 64. (One loop over blocks of at most 64 ran slower: its bound is not constant.)
+    // the elements before the first block and after the last. (One loop over blocks of at most 64 ran
+    // slower: its bound is not constant.)
+    int64_t head = 0, start = 0;
+    // A call that streams (see eg::STREAM_BYTES) starts its blocks at out0's first 64-byte line
+    // boundary, computes each into line-aligned buffers and streams them out (an output on another
+    // alignment is copied).
+    const int64_t line = stream ? eg::elements_to_line(out0, sizeof(*out0)) : -1;
+    if (line >= 0 && line + 64 <= len) {
+      head = start = line;
+      for (; start + 64 <= len; start += 64) {
+      for (int b = 0; b < 64 * (int)sizeof(*in0); b += 64) eg::prefetch(in0 + start, b);
+
+        double out0_block[64] __attribute__((aligned(64)));
+#pragma omp simd
+        for (int64_t i = start; i < start + 64; ++i) {
+        const int32_t x0 = in0[i];
+        const double v0 = eg::hypot_f8f8_f8(s0, x0);
+        out0_block[i - start] = v0;
+
+        }
+        eg::stream_block(out0 + start, out0_block, sizeof(out0_block));
+      }
+    }
     for (; start + 64 <= len; start += 64) {
       for (int b = 0; b < 64 * (int)sizeof(*in0); b += 64) eg::prefetch(in0 + start, b);
+
 #pragma omp simd
       for (int64_t i = start; i < start + 64; ++i) {
         const int32_t x0 = in0[i];
@@ -38,15 +61,20 @@ static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const 
 
       }
     }
+    // [0, head) and [start, len) in one loop, so that the body is compiled once for both
+    for (int edge = 0; edge < 2; ++edge) {
+      const int64_t first = edge ? start : 0, last = edge ? len : head;
 #pragma omp simd
-    for (int64_t i = start; i < len; ++i) {
+      for (int64_t i = first; i < last; ++i) {
         const int32_t x0 = in0[i];
         const double v0 = eg::hypot_f8f8_f8(s0, x0);
         out0[i] = v0;
 
+      }
     }
     pos += len;
   }
+  if (stream) eg::stream_fence();
 }
 
 // One thread runs the whole range directly; a team takes chunks (16-element aligned, at most 64K elements,
@@ -55,13 +83,15 @@ static void run_range(int64_t pos, const int64_t end, const int32_t ndim, const 
 // whichever thread.
 extern "C" void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape, void* const* data,
                             const int64_t* strides, const uint64_t* scalars, int32_t nthreads) {
+  const bool stream = total * (int64_t)(sizeof(double)) >= eg::STREAM_BYTES;
   if (nthreads <= 1) {
-    run_range(0, total, ndim, shape, data, strides, scalars);
+    run_range(0, total, ndim, shape, data, strides, scalars, stream);
     return;
   }
   const int64_t even = ((total + 8 * nthreads - 1) / (8 * nthreads) + 15) / 16 * 16;
   const int64_t chunk = even < 65536 ? even : 65536, chunks = (total + chunk - 1) / chunk;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
   for (int64_t k = 0; k < chunks; ++k)
-    run_range(k * chunk, k * chunk + chunk < total ? k * chunk + chunk : total, ndim, shape, data, strides, scalars);
+    run_range(k * chunk, k * chunk + chunk < total ? k * chunk + chunk : total, ndim, shape, data, strides, scalars,
+              stream);
 }
