@@ -313,6 +313,28 @@ static inline float gelu_tanh(float x) {
   return __builtin_copysignf(x >= 0.0f ? q : mul_add(q_scaled, p, q_scaled) * 0x1p-64f, x);
 }
 
+// Float logistic with its exp inline, as in gelu_tanh: e = exp(-|x|) = 2^-k (1 + p(r)), r = k ln2 - |x|
+// (ln 2 in two parts, the first exact times k), p a polynomial of degree 6 fitted to e^r - 1 (within 1e-8;
+// mpmath.chebyfit of (e^r - 1 - r) / r^2, coefficients rounded to float), kept scaled by 2^64 so that a
+// subnormal result rounds once; one division serves either sign. ~35 vector instructions for 16 elements
+// and no call, so the divider's throughput is now the bound: 0.51 -> 0.41 ns per element in L1 against
+// the generic form with libmvec's expf. |x| is capped at 132.5, where k = 191 makes the scale 0 (results
+// 0 or 1 exactly); a NaN passes the cap and stays NaN. Measured <= 2.4 ULP from the exact value over 61M
+// float32 inputs, with and without FMA (the generic form: 3.6).
+static inline float logistic(float x) {
+  const float ROUND = 12582912.0f;   // 1.5 * 2^23: adding it rounds to an integer
+  const float abs_x = __builtin_fabsf(x), ax = abs_x > 132.5f ? 132.5f : abs_x;
+  const float k_rounding = mul_add(ax, 1.4426950408889634f, ROUND), k = k_rounding - ROUND;
+  const float r = mul_add(k, 1.4286068203094172e-06f, mul_add(k, 0.693145751953125f, -ax));
+  const float p = mul_add(r * r, mul_add(mul_add(mul_add(mul_add(1.3926177e-03f, r, 8.363173e-03f), r, 4.1666556e-02f), r,
+                                         1.6666578e-01f), r, 0.5f), r);
+  // 2^(64 - k) from k_rounding's low bits (it holds 0x4B400000 + k)
+  const float scale = eg_float_from_bits((0x4B400000 + 191 - eg_bits_of_float(k_rounding)) << 23);
+  const float e_scaled = mul_add(p, scale, scale);
+  const float denominator = 1.0f + e_scaled * 0x1p-64f;
+  return ((x >= 0.0f ? 0x1p64f : e_scaled) / denominator) * 0x1p-64f;
+}
+
 }  // namespace eg
 
 // ---- Memory -----------------------------------------------------------------------------------------
