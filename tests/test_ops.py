@@ -542,15 +542,22 @@ def test_empty_arrays(op):
         assert_matches_reference(ex.apply(op.name, *operands, params=params))
 
 
-def test_float32_gelu_tanh_through_its_tail():
-    """Float gelu_tanh works in float pairs (prelude.h), not double: every 7th float32 of [-10.5, -0.5],
-    where logistic(z) magnifies the argument's rounding by |z| (up to ~100), stays within its ULP bound of
-    the float64 value rounded once, subnormal results included."""
-    bits = np.arange(np.float32(0.5).view(np.int32), np.float32(10.5).view(np.int32), 7, dtype=np.int32)
+def _exact_gelu_tanh(x):
+    z = 2 * (0.7978845608028654 * (x + 0.044715 * x ** 3))
+    return x * (np.exp(z) / (1 + np.exp(z)))
+
+
+@pytest.mark.parametrize("name, low, high, exact", [
+    ("gelu_tanh", 0.5, 10.5, _exact_gelu_tanh),
+    ("sigmoid", 0.5, 103.5, lambda x: np.exp(x) / (1 + np.exp(x))),
+])
+def test_float32_negative_tails_round_once(name, low, high, exact):
+    """Float gelu_tanh carries its argument in float pairs, and both it and sigmoid compute their exp inline,
+    scaled until the last multiply (prelude.h): every 7th float32 of [-high, -low], where gelu's logistic
+    magnifies the argument's rounding by up to ~100 and results go subnormal, stays within the op's ULP
+    bound of the float64 value rounded once."""
+    bits = np.arange(np.float32(low).view(np.int32), np.float32(high).view(np.int32), 7, dtype=np.int32)
     x = -bits.view(np.float32)
-    wide = x.astype(np.float64)
-    z = 2 * (0.7978845608028654 * (wide + 0.044715 * wide ** 3))
-    expected = (wide * (np.exp(z) / (1 + np.exp(z)))).astype(np.float32)
+    expected = exact(x.astype(np.float64)).astype(np.float32)
     assert (expected != 0).all() and (np.abs(expected) < np.finfo(np.float32).tiny).any()
-    assert_close(ex.gelu(ex.asarray(x), approximate="tanh").numpy(), expected,
-                 ulp=opdefs.get("gelu_tanh").tolerance_ulp(dtypes.FLOAT32))
+    assert_close(ex.apply(name, ex.asarray(x)).numpy(), expected, ulp=opdefs.get(name).tolerance_ulp(dtypes.FLOAT32))
