@@ -296,7 +296,10 @@ def measure_bandwidth(ex, peers: dict, n: int) -> dict:
     exprgen's ex.eval(b + s*c, out=a) on the default threads and on one thread, and numexpr's
     evaluate(..., out=a) where installed. The fastest median is the triad figure. Taking the best matters
     because exprgen measures its own yardstick: a poorly threaded exprgen would otherwise understate the
-    machine and flatter every "% of triad" (on a small shared VM, one thread can beat two).
+    machine and flatter every "% of triad" (on a small shared VM, one thread can beat two). exprgen streams
+    outputs of 16 MB and more past the cache (no write-allocate read), so at large N the triad is what the
+    memory can do: on the 2-vCPU dev VM it rose from ~23.5 to ~35 GB/s when streaming came in, and every
+    "% of triad" is measured against that.
     NumPy's copy (np.copyto, one thread, 8 bytes per element counted; glibc's memcpy may use streaming
     stores and so skip the write-allocate) is reported beside it as an independent cross-check.
     """
