@@ -78,11 +78,17 @@ inline void phase0(const Ctx& c, const Row& r, int64_t lo, int64_t hi, Acc0& acc
         lane_w0[k] = eg::combine_w0(lane_w0[k], (bool)x0);
       }
     }
-    for (; i < len; ++i) {
-      const int64_t e = i;
+    // The run's last len % L elements, element i + k into lane k: a loop gcc vectorises (one lane took
+    // them one by one before, with scalar math; softmax over rows of 1000: 4.7 -> 4.6 ms median of four
+    // alternating runs, within this VM's noise). Which lane takes an element is fixed by the row's length,
+    // so the bits still do not depend on the thread count.
+    const int64_t rest = len - i;
+#pragma omp simd
+    for (int k = 0; k < rest; ++k) {
+      const int64_t e = i + k;
         const int32_t x0 = in0[e];
 
-      lane_w0[0] = eg::combine_w0(lane_w0[0], (bool)x0);
+      lane_w0[k] = eg::combine_w0(lane_w0[k], (bool)x0);
     }
     pos += len;
   }
