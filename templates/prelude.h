@@ -362,15 +362,16 @@ static inline int64_t elements_to_line(const void* at, int64_t size) {
   const uint64_t address = (uint64_t)at;
   return address % size ? -1 : (int64_t)(((64 - address % 64) % 64) / size);
 }
+// The vector type may alias: a block of any element type is read through it (as immintrin.h's are).
 #if defined(__x86_64__)
 #if defined(__AVX512F__)
-typedef float StreamVector __attribute__((vector_size(64)));
+typedef float StreamVector __attribute__((vector_size(64), may_alias));
 static inline void stream_vector(float* to, StreamVector v) { __builtin_ia32_movntps512(to, v); }
 #elif defined(__AVX__)
-typedef float StreamVector __attribute__((vector_size(32)));
+typedef float StreamVector __attribute__((vector_size(32), may_alias));
 static inline void stream_vector(float* to, StreamVector v) { __builtin_ia32_movntps256(to, v); }
 #else
-typedef float StreamVector __attribute__((vector_size(16)));
+typedef float StreamVector __attribute__((vector_size(16), may_alias));
 static inline void stream_vector(float* to, StreamVector v) { __builtin_ia32_movntps(to, v); }
 #endif
 // `bytes` (whole lines) from `from` to `to`: streamed where `to` is on a line boundary, else copied.
