@@ -97,6 +97,11 @@ inline void phase0(const Ctx& c, const Row& r, int64_t lo, int64_t hi, Acc0& acc
   }
 }
 
+// The partial accumulator of a later part folded into that of the parts before it.
+inline void merge0(Acc0& acc, const Acc0& partial) {
+  acc.w0 = eg::combine_w0(acc.w0, partial.w0);
+}
+
 inline void finish0(const Ctx& c, Row& r, const Acc0& acc) {
 
   r.w0 = (bool)acc.w0;
@@ -181,9 +186,9 @@ inline void whole_row(const Ctx& c, int64_t row) {
       }
       if (j == 0) {
         acc = partial;
-        continue;
+      } else {
+        merge0(acc, partial);
       }
-      acc.w0 = eg::combine_w0(acc.w0, partial.w0);
     }
     finish0(c, r, acc);
   }
@@ -222,9 +227,7 @@ extern "C" void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape
         phase0(c, r, part_begin(c, j), part_end(c, j), partial[j]);
       }
       Acc0 acc = partial[0];
-      for (int64_t j = 1; j < c.parts; ++j) {
-        acc.w0 = eg::combine_w0(acc.w0, partial[j].w0);
-      }
+      for (int64_t j = 1; j < c.parts; ++j) merge0(acc, partial[j]);
       finish0(c, r, acc);
     }
     store_row(c, r);

@@ -24,7 +24,7 @@ static inline bool __builtin_signbitf(float x) { return ::signbit(x); }
 static inline float __builtin_nextafterf(float x, float y) { return ::nextafterf(x, y); }
 static inline double __builtin_nextafter(double x, double y) { return ::nextafter(x, y); }
 static inline bool __builtin_signbit(double x) { return ::signbit(x); }
-// prelude.h's float GELU calls glibc's double erfc under this name, and reads float bits like this.
+// prelude.h's float GELU calls glibc's double erfc under this name; its inline exps read float bits so.
 static inline double eg_wide_erfc(double x) { return ::erfc(x); }
 static inline float eg_float_from_bits(int x) { return __int_as_float(x); }
 static inline int eg_bits_of_float(float x) { return __float_as_int(x); }
