@@ -117,9 +117,20 @@ def _keepdims(result: Array, x: Array, axis, keepdims: bool) -> Array:
     return result if keepdims else _finish(result._graph_node(), x.shape, graph.normalize_axes(axis, x.ndim), False)
 
 
-def mean(x, /, *, axis=None, keepdims: bool = False) -> Array:
-    """Sum / count: float64 for integer input, float32 stays float32 (summed in double)."""
+def _float_input(x, dtype) -> Array:
+    """What mean, var and std average: ``x`` in ``dtype`` when given (NumPy's accumulator and result dtype),
+    integers and bools in float64, as NumPy sums them for a mean (an int64 sum would wrap: four 2**62
+    averaged to 0)."""
     x = x if isinstance(x, Array) else asarray(x)
+    if dtype is not None:
+        return astype(x, dtype)
+    return x if x.dtype.kind == "f" else astype(x, np.float64)
+
+
+def mean(x, /, *, axis=None, keepdims: bool = False, dtype=None) -> Array:
+    """Sum / count: float64 for integer input, float32 stays float32 (summed in double). ``dtype`` is
+    NumPy's: the input is converted to it first."""
+    x = _float_input(x, dtype)
     return _keepdims(sum(x, axis=axis, keepdims=True) / float(_count(x, axis)), x, axis, keepdims)  # weak float
 
 
@@ -130,19 +141,20 @@ def _correction(correction, ddof) -> float:
     return float(correction if ddof is None else ddof)
 
 
-def var(x, /, *, axis=None, correction=0.0, keepdims: bool = False, ddof=None) -> Array:
+def var(x, /, *, axis=None, correction=0.0, keepdims: bool = False, ddof=None, dtype=None) -> Array:
     """Mean squared deviation from the mean, divided by ``n - correction`` (two passes over each row, one
     kernel). ``ddof`` is NumPy's name for ``correction``. Where ``n - correction <= 0`` the result is NaN,
-    as the standard says (NumPy divides by 0 there: inf, or NaN for 0 / 0)."""
-    x = x if isinstance(x, Array) else asarray(x)
+    as the standard says (NumPy divides by 0 there: inf, or NaN for 0 / 0). Integers in float64, as for
+    ``mean``."""
+    x = _float_input(x, dtype)
     deviation = x - mean(x, axis=axis, keepdims=True)
     divisor = float(_count(x, axis)) - _correction(correction, ddof)
     divisor = divisor if divisor > 0 else math.nan   # a negative divisor would give a negative variance
     return _keepdims(sum(deviation * deviation, axis=axis, keepdims=True) / divisor, x, axis, keepdims)
 
 
-def std(x, /, *, axis=None, correction=0.0, keepdims: bool = False, ddof=None) -> Array:
-    x = x if isinstance(x, Array) else asarray(x)
+def std(x, /, *, axis=None, correction=0.0, keepdims: bool = False, ddof=None, dtype=None) -> Array:
+    x = _float_input(x, dtype)
     deviation = var(x, axis=axis, correction=_correction(correction, ddof), keepdims=True)
     return _keepdims(apply("sqrt", deviation), x, axis, keepdims)
 
@@ -165,10 +177,11 @@ def logsumexp(x, axis=None, keepdims: bool = False) -> Array:
 def softmax(x, axis=-1) -> Array:
     """exp(x - max) / sum(exp(x - max)) along ``axis``: one kernel, each row read from memory once. The
     division is one reciprocal per row and a multiply per element (as PyTorch's CPU kernel does): within
-    1 ULP of dividing, and about 10% faster over a (10000, 1000) float32 matrix."""
+    1 ULP of dividing, and about 10% faster over a (10000, 1000) float32 matrix. The max is taken out as
+    it is (scipy.special.softmax, torch and jax do the same): a row holding +inf is NaN throughout, where
+    ``_shifted``'s 0 would give [nan, 0, 0], a distribution that sums to NaN yet looks half valid."""
     x = x if isinstance(x, Array) else asarray(x)
-    shifted, _ = _shifted(x, axis)
-    e = apply("exp", shifted)
+    e = apply("exp", x - max(x, axis=axis, keepdims=True))
     return e * (1 / sum(e, axis=axis, keepdims=True))
 
 
@@ -299,9 +312,12 @@ def stack(arrays, /, *, axis: int = 0) -> Array:
 
 
 def _method(function):
-    """``function`` as an Array method, NumPy-style: the axis may be given by position too."""
-    def method(self, axis=None, **kwargs):
-        return function(self, axis=axis, **kwargs)
+    """``function`` as an Array method, NumPy-style: the axis may be given by position too, and ``out``
+    (a NumPy buffer the result is computed into, and returned) is accepted, as ``np.sum(array)`` and the
+    like call the method with ``out=None``."""
+    def method(self, axis=None, out=None, **kwargs):
+        result = function(self, axis=axis, **kwargs)
+        return result if out is None else evaluate((result._graph_node(),), out=out)[0]
     method.__name__ = method.__qualname__ = function.__name__
     method.__doc__ = function.__doc__
     return method
