@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
+import operator
 import re
 import threading
 
@@ -194,12 +196,18 @@ class Array:
         return self._scalar(int)
 
     def __repr__(self) -> str:
-        if self._value is not None:
-            body = np.array2string(self._value, separator=", ", threshold=20)
-            return f"Array({body}, dtype={self.dtype.name})"
+        if self._value is not None:   # laid out as NumPy's repr: rows aligned under the first, empty shapes said
+            body = np.array2string(self._value, separator=", ", threshold=20, prefix="Array(")
+            shape = f", shape={self.shape}" if self.size == 0 and self.shape != (0,) else ""
+            return f"Array({body}{shape}, dtype={self.dtype.name})"
         expr = repr(self._node)
         expr = expr if len(expr) <= 200 else expr[:200] + "..."
         return f"Array<{self.dtype.name}{list(self.shape)}, pending: {expr}>"
+
+    def __format__(self, spec: str) -> str:
+        """As NumPy's: with a format spec a 0-d array formats as its element (``f"{loss:.4f}"``), and any
+        other array raises NumPy's TypeError; without one, the repr."""
+        return format(self.numpy(), spec) if spec else str(self)
 
     __hash__ = None  # == builds an expression, as in NumPy
 
@@ -290,9 +298,22 @@ for _dunder, (_symbol, _compute) in _ARITHMETIC.items():
     setattr(Array, f"__i{_dunder}__", _inplace(_compute, _symbol))
 Array.__divmod__ = _divmod
 Array.__rdivmod__ = _reflected(_divmod)
-for _dunder, _op_name in {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
-                          "eq": "equal", "ne": "not_equal"}.items():
+
+
+def _compared_with_none(name: str, result_for_none: bool):
+    """``==`` or ``!=``, where ``x == None`` compares each element with None as NumPy does (never equal: all
+    False, or all True for ``!=``) instead of refusing None as an operand."""
+    compare = _op(name)
+    def method(self, other):
+        return asarray(np.full(self.shape, result_for_none)) if other is None else compare(self, other)
+    method.__signature__ = compare.__signature__
+    return method
+
+
+for _dunder, _op_name in {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal"}.items():
     setattr(Array, f"__{_dunder}__", _op(_op_name))
+Array.__eq__ = _compared_with_none("equal", False)
+Array.__ne__ = _compared_with_none("not_equal", True)
 Array.__neg__ = _op("negative")
 Array.__pos__ = _op("positive")
 Array.__abs__ = _op("abs")
@@ -389,8 +410,12 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None) -> Array:
         if copy is False:
             raise ValueError(f"asarray(copy=False) cannot convert {obj.dtype.name} to {dtype.name} without a copy")
         return astype(obj, dtype)
-    # NumPy refuses copy=False where it cannot be met (ValueError), and converts lists straight to dtype.
-    array = obj if isinstance(obj, np.ndarray) and copy is None else np.asarray(obj, dtype=dtype, copy=copy)
+    if isinstance(obj, np.ma.MaskedArray):   # np.asarray would drop the mask, and the masked values count
+        raise TypeError("masked arrays are not supported (their mask would be ignored): pass x.filled(value), "
+                        "or x.data to use the values under the mask too")
+    # NumPy refuses copy=False where it cannot be met (ValueError), and converts lists straight to dtype; a
+    # subclass (np.memmap, np.matrix) is read in place as a plain ndarray, as np.asarray does.
+    array = obj if type(obj) is np.ndarray and copy is None else np.asarray(obj, dtype=dtype, copy=copy)
     if array.dtype.kind in "fiub" and not array.dtype.isnative:
         if copy is False:
             raise ValueError(f"asarray(copy=False) cannot read {array.dtype.str} (not this machine's byte order) "
@@ -500,9 +525,18 @@ def astype(x, dtype) -> Array:
 
 def clip(x, /, min=None, max=None) -> Array:  # noqa: A002 - the array API's keyword names
     """The array API's clip (NumPy's positional ``clip(x, lo, hi)`` too): either bound may be None, and
-    with neither the result is ``x`` itself."""
+    with neither the result is ``x`` itself. As in NumPy 2, a Python int bound that cannot bind (a lower
+    one below the integer dtype's range, an upper one above it) is accepted: ``clip(uint8, 0, 300)``;
+    one out of range the other way (``clip(uint8, 300, 400)``) raises OverflowError as any operand does."""
+    x = x if isinstance(x, Array) else asarray(x)
+    if x.dtype.kind in "iu":
+        limits = np.iinfo(x.dtype)
+        if type(min) is int and min < limits.min:
+            min = int(limits.min)
+        if type(max) is int and max > limits.max:
+            max = int(limits.max)
     if min is None and max is None:
-        return x if isinstance(x, Array) else asarray(x)
+        return x
     if min is None:
         return apply("minimum", x, max)
     if max is None:
@@ -511,13 +545,25 @@ def clip(x, /, min=None, max=None) -> Array:  # noqa: A002 - the array API's key
 
 
 def round(x, decimals: int = 0) -> Array:  # noqa: A001 - the NumPy name
-    """np.round: half to even; with ``decimals``, scaled as NumPy does (x*10**d, rounded, /10**d)."""
-    if decimals == 0:
+    """np.round: half to even; with ``decimals``, scaled as NumPy does (x*10**d, rounded, /10**d; a scale
+    beyond float64's range is inf, which gives NaN, as NumPy's does). Integers keep their dtype: whole
+    already for decimals >= 0, and for decimals < 0 rounded in float64 and cast back, as NumPy does."""
+    x = x if isinstance(x, Array) else asarray(x)
+    decimals = operator.index(decimals)
+    if decimals == 0 or (decimals > 0 and x.dtype.kind in "iu"):
         return apply("round", x)
-    factor = 10.0 ** abs(decimals)
+    if x.dtype.kind == "b":
+        raise TypeError("round of a bool array with decimals != 0 has no bool result (NumPy raises too); "
+                        "convert it first: round(x.astype(float), decimals)")
+    try:
+        factor = 10.0 ** abs(decimals)
+    except OverflowError:
+        factor = math.inf
+    if x.dtype.kind in "iu":
+        return astype(apply("round", astype(x, np.float64) / factor) * factor, x.dtype)
     if decimals > 0:
-        return apply("round", x * factor if isinstance(x, Array) else asarray(x) * factor) / factor
-    return apply("round", (x if isinstance(x, Array) else asarray(x)) / factor) * factor
+        return apply("round", x * factor) / factor
+    return apply("round", x / factor) * factor
 
 
 def gelu(x, approximate: str = "none") -> Array:

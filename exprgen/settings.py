@@ -15,6 +15,7 @@ Options set in code with ``ex.config(fast_math=..., debug=...)`` (see ``configur
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import threading
 
@@ -25,6 +26,8 @@ PARALLEL_THRESHOLD = 1 << 15
 def _default_threads() -> int:
     env = os.environ.get("EXPRGEN_NUM_THREADS")
     if env:
+        if not env.strip().isdigit():
+            raise ValueError(f"EXPRGEN_NUM_THREADS must be a positive integer, got {env!r}")
         return _checked_threads(int(env))
     try:
         return len(os.sched_getaffinity(0))
@@ -33,9 +36,14 @@ def _default_threads() -> int:
 
 
 def _checked_threads(n) -> int:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    """``n`` as a Python int (NumPy integers too, as anything with ``__index__``) when it is at least 1."""
+    try:
+        count = operator.index(n)
+    except TypeError:
+        count = None
+    if count is None or isinstance(n, bool) or count < 1:
         raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
-    return n
+    return count
 
 
 _state = threading.local()

@@ -1,6 +1,9 @@
 """The Array API: laziness, fusion, evaluation, out=, errors, threads and the plan cache."""
 
 import gc
+import os
+import subprocess
+import sys
 import weakref
 
 import numpy as np
@@ -249,6 +252,48 @@ def test_functions_with_numpy_keywords():
         ex.gelu(a, approximate="fast")
 
 
+def test_round_keeps_integer_dtypes_and_clip_takes_bounds_that_cannot_bind():
+    """NumPy rounds integers with decimals < 0 in float64 and casts back (keeping the dtype); a Python int
+    clip bound beyond the dtype's range on the side where it cannot bind is accepted, the other raises."""
+    ints = np.array([15, 25, -15, 2**62 + 1, -(2**62) - 3], np.int64)
+    for arr, decimals in [(ints, -1), (ints, -3), (ints, 2), (ints[:3].astype(np.int32), -1),
+                          (np.array([15, 250], np.uint8), -1), (np.array([-128, 127], np.int8), -1)]:
+        got, want = ex.round(ex.asarray(arr), decimals).numpy(), np.round(arr, decimals)
+        assert got.dtype == want.dtype, (arr.dtype, decimals)
+        np.testing.assert_array_equal(got, want, err_msg=f"{arr.dtype} {decimals}")
+    xs = np.array([1.5, -2.25, np.inf])
+    with np.errstate(invalid="ignore"):
+        for decimals in (400, -400):   # the scale overflows to inf: NaN, as in NumPy
+            np.testing.assert_array_equal(ex.round(ex.asarray(xs), decimals).numpy(), np.round(xs, decimals))
+    with pytest.raises(TypeError, match="bool"):
+        ex.round(ex.asarray(np.array([True])), 1)
+    img = np.array([0, 17, 250, 255], np.uint8)
+    for lo, hi in [(0, 300), (-1000, 100), (None, 2**70), (-5, None), (-5, 3)]:
+        got, want = ex.clip(ex.asarray(img), lo, hi).numpy(), np.clip(img, lo, hi)
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, want)
+    for lo, hi in [(300, 400), (0, -5)]:
+        with pytest.raises(OverflowError):
+            np.clip(img, lo, hi)
+        with pytest.raises(OverflowError):
+            ex.clip(ex.asarray(img), lo, hi)
+
+
+def test_comparing_with_none_and_the_arrays_asarray_refuses_or_unwraps(tmp_path):
+    xs = np.array([0.0, np.nan, 2.0])
+    a = ex.asarray(xs)
+    np.testing.assert_array_equal((a == None).numpy(), xs == None)  # noqa: E711 - the comparison under test
+    np.testing.assert_array_equal((a != None).numpy(), xs != None)  # noqa: E711
+    np.testing.assert_array_equal((None == a).numpy(), None == xs)  # noqa: E711
+    with pytest.raises(TypeError, match="mask"):
+        ex.asarray(np.ma.masked_array([1.0, 2.0], mask=[False, True]))
+    mapped = np.memmap(tmp_path / "data", dtype=np.float64, mode="w+", shape=(3,))
+    mapped[:] = [1.0, 2.0, 3.0]
+    read = ex.asarray(mapped).numpy()   # a subclass is read in place, as a plain ndarray (np.asarray's rule)
+    assert type(read) is np.ndarray and np.shares_memory(read, mapped)
+    np.testing.assert_array_equal((ex.asarray(mapped) * 2).numpy(), [2.0, 4.0, 6.0])
+
+
 def test_thread_settings():
     big = np.random.default_rng(0).standard_normal(200_000)
     expected = np.tanh(big) * 2
@@ -260,8 +305,19 @@ def test_thread_settings():
     ex.set_num_threads(1)
     assert ex.get_num_threads() == 1
     ex.set_num_threads(previous)
-    with pytest.raises(ValueError, match="positive integer"):
-        ex.set_num_threads(0)
+    for bad in (0, -1, True, 2.0, "2"):
+        with pytest.raises(ValueError, match="positive integer"):
+            ex.set_num_threads(bad)
+    ex.set_num_threads(np.int64(2))   # any integer, NumPy's too
+    assert ex.get_num_threads() == 2 and type(ex.get_num_threads()) is int
+    ex.set_num_threads(previous)
+
+
+def test_a_bad_thread_count_in_the_environment_is_named(tmp_path):
+    script = "import numpy as np, exprgen as ex; ex.sigmoid(ex.asarray(np.ones(100000))).numpy()"
+    env = dict(os.environ, EXPRGEN_NUM_THREADS="abc", EXPRGEN_CACHE_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert run.returncode != 0 and "EXPRGEN_NUM_THREADS must be a positive integer, got 'abc'" in run.stderr
 
 
 def test_large_outputs_come_from_a_pool_that_never_hands_out_a_buffer_in_use():

@@ -290,6 +290,21 @@ def test_python_scalar_conversions():
         int(ex.asarray(np.array(np.nan)))
 
 
+def test_repr_and_format_are_numpy_s():
+    computed = ex.asarray(np.arange(4.0).reshape(2, 2)) + 1
+    computed.numpy()
+    assert repr(computed) == "Array([[1., 2.],\n       [3., 4.]], dtype=float64)"   # rows under the first
+    for shape in [(0, 3), (3, 0)]:
+        empty = ex.asarray(np.zeros(shape)) + 1
+        empty.numpy()
+        assert repr(empty) == f"Array([], shape={shape}, dtype=float64)"
+    loss = ex.asarray(np.array([1.0, 2.0, 4.0])).mean()
+    assert f"{loss:.4f}" == "2.3333" and f"{loss:>8.2e}" == format(7 / 3, ">8.2e")
+    assert f"{loss}" == repr(loss)
+    with pytest.raises(TypeError, match="format"):
+        f"{computed:.2f}"
+
+
 def test_iteration_reads_the_first_axis():
     xs = np.arange(6.0).reshape(3, 2)
     rows = list(ex.asarray(xs) * 2)
