@@ -47,6 +47,21 @@ def _realize():
 
 _realize_module = None
 
+# While a function is being differentiated (autodiff's ``tracing``), a value computed inside it (a loss
+# logged with float() or .numpy()) keeps its expression for later uses instead of becoming a buffer leaf:
+# the gradient walks back through that expression. Outside, the buffer is what later uses read (a realised
+# array never recomputes, and holds no graph alive).
+_traces = threading.local()
+
+
+@contextlib.contextmanager
+def tracing():
+    _traces.depth = getattr(_traces, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _traces.depth -= 1
+
 
 class Array:
     __slots__ = ("_node", "_value", "_make_node", "__weakref__")
@@ -163,7 +178,8 @@ class Array:
         node = self._node
         if node is None:
             node = self._node = self._make_node()
-        elif self._value is not None and node.op is not BUFFER and self._make_node is None:
+        elif self._value is not None and node.op is not BUFFER and self._make_node is None \
+                and not getattr(_traces, "depth", 0):
             node = self._node = graph.buffer(self._value)
         return node
 

@@ -23,15 +23,16 @@ import operator
 
 import numpy as np
 
-from . import dtypes, functions, opdefs, views
-from .array import Array, apply, asarray, astype, op_function
+from . import dtypes, functions, graph, opdefs, views
+from .array import Array, apply, asarray, astype, op_function, tracing
 from .graph import BUFFER, SCALAR, VIEW, Node
 
 # -- backward formulas ----------------------------------------------------------------------------
 
 
-def _keepdims_sum(a, axis):
-    return functions.sum(a, axis=axis, keepdims=True)
+def _kept(reduction):
+    """A reduction as backward formulas call it: ``sum(x, axis)`` keeps the reduced axes, to broadcast."""
+    return lambda a, axis: reduction(a, axis=axis, keepdims=True)
 
 
 def sum_to(g: Array, shape: tuple[int, ...]) -> Array:
@@ -43,7 +44,8 @@ def sum_to(g: Array, shape: tuple[int, ...]) -> Array:
     return functions.reshape(functions.sum(g, axis=axes, keepdims=True), shape) if axes else functions.reshape(g, shape)
 
 
-_CALLS = {"broadcast_to": functions.broadcast_to, "sum": _keepdims_sum, "sum_to": sum_to}
+_CALLS = {"broadcast_to": functions.broadcast_to, "sum": _kept(functions.sum), "prod": _kept(functions.prod),
+          "sum_to": sum_to}
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.Pow: operator.pow, ast.BitAnd: operator.and_, ast.BitOr: operator.or_}
 _COMPARE = {ast.Gt: "greater", ast.GtE: "greater_equal", ast.Lt: "less", ast.LtE: "less_equal",
@@ -214,7 +216,20 @@ def _backward(root: Node, cotangent: Array, wrt: list[Node]) -> list[Array]:
 # -- the user's API -------------------------------------------------------------------------------
 
 
+def _variable(array: Array) -> Array:
+    """A leaf of its own standing for an argument being differentiated: a fresh buffer node over the same
+    memory (an unevaluated argument is computed first), so that an Array passed twice, or passed and also
+    captured by ``f``, gives each argument only the gradient of its own uses, as in JAX. Views of it read
+    the memory in place as views of any buffer do. It passes its gradient on to the node it stands for
+    (as a view with no steps would), so that an outer ``grad`` differentiates through an inner one."""
+    node = array._graph_node()
+    leaf = graph.buffer(node.buffer if node.op is BUFFER else array.numpy())
+    leaf.memo["view_of"] = (node, ())
+    return Array(leaf)
+
+
 def _inputs(args, argnums: tuple[int, ...]) -> list[Array]:
+    """The arguments as Arrays, those differentiated as variables of their own (``_variable``)."""
     arrays = [a if isinstance(a, Array) else asarray(a) for a in args]
     for i in argnums:
         if not 0 <= i < len(arrays):
@@ -222,7 +237,19 @@ def _inputs(args, argnums: tuple[int, ...]) -> list[Array]:
         if arrays[i].dtype not in dtypes.FLOATS:
             raise TypeError(f"grad requires float inputs; argument {i} has dtype {arrays[i].dtype.name} "
                             f"(convert it with .astype('float32') to differentiate)")
+    for i in set(argnums):
+        arrays[i] = _variable(arrays[i])
     return arrays
+
+
+def _traced(f, arrays: list[Array]) -> tuple[Array, Node]:
+    """f's output as an Array, and the node the gradient starts from, taken while values f computed along
+    the way still stand for their expressions (see ``tracing``): a loss f logged with float() is a buffer
+    to every later use, but not to its gradient."""
+    with tracing():
+        out = f(*arrays)
+        out = out if isinstance(out, Array) else asarray(out)
+        return out, out._graph_node()
 
 
 def _argnums(argnums) -> tuple[tuple[int, ...], bool]:
@@ -234,15 +261,14 @@ def _argnums(argnums) -> tuple[tuple[int, ...], bool]:
 def vjp(f, *primals):
     """(f(*primals), pullback): ``pullback(cotangent)`` gives the gradient for every primal."""
     arrays = _inputs(primals, tuple(range(len(primals))))
-    out = f(*arrays)
-    out = out if isinstance(out, Array) else asarray(out)
+    out, root = _traced(f, arrays)
     nodes = [a._graph_node() for a in arrays]
 
     def pullback(cotangent):
         cotangent = cotangent if isinstance(cotangent, Array) else asarray(cotangent)
         if cotangent.shape != out.shape:
             raise ValueError(f"the cotangent has shape {cotangent.shape}, the output {out.shape}")
-        return tuple(_backward(out._graph_node(), astype(cotangent, out.dtype), nodes))
+        return tuple(_backward(root, astype(cotangent, out.dtype), nodes))
 
     return out, pullback
 
@@ -253,14 +279,13 @@ def value_and_grad(f, argnums=0):
 
     def wrapped(*args):
         arrays = _inputs(args, argnums)
-        out = f(*arrays)
-        out = out if isinstance(out, Array) else asarray(out)
+        out, root = _traced(f, arrays)
         if out.size != 1:
             raise ValueError(f"grad needs a function with a scalar output; it returned shape {out.shape}")
         if out.dtype not in dtypes.FLOATS:
             raise TypeError(f"grad needs a float output; it returned {out.dtype.name}")
         ones = functions.broadcast_to(asarray(np.ones((), out.dtype)), out.shape)
-        grads = _backward(out._graph_node(), ones, [arrays[i]._graph_node() for i in argnums])
+        grads = _backward(root, ones, [arrays[i]._graph_node() for i in argnums])
         return out, grads[0] if single else tuple(grads)
 
     return wrapped
@@ -314,7 +339,9 @@ class custom_vjp:  # noqa: N801 - JAX's name
         arrays = [a if isinstance(a, Array) else asarray(a) for a in args]
         out, residuals = self.forward(*arrays)
         out = out if isinstance(out, Array) else asarray(out)
-        marked = apply("stop_gradient", out)   # its own node: the custom rule replaces the graph's
+        # A node of its own (the custom rule replaces the graph's): a hash-consed stop_gradient(out) would be
+        # the node of the user's own stop_gradient(out), or of another custom function with the same forward.
+        marked = Array(graph.distinct("stop_gradient", out._graph_node()))
         marked._graph_node().memo["custom_vjp"] = (
             [a._graph_node() for a in arrays],
             lambda g: [x if isinstance(x, Array) else asarray(x) for x in self.backward(residuals, g)])

@@ -115,6 +115,15 @@ def buffer(array: np.ndarray) -> Node:
     return node
 
 
+def distinct(name: str, *src: Node) -> Node:
+    """A node of op ``name`` over ``src`` that is never merged with an equal one (hash-consing would hand
+    its identity, and whatever its memo carries, to every equal expression): for a node that carries a
+    backward rule of its own (custom_vjp). Its op, params and sources are ordinary, so plans and kernels
+    are shared as usual, and rewriting rebuilds it as an ordinary node."""
+    op, dtype, shape, _, _ = _type_and_shape(name, src, ())
+    return _make(op.name, src, (), dtype, shape, ("distinct", next(_buffer_ids)))
+
+
 def scalar(value) -> Node:
     """A weakly typed Python scalar (bool, int or float)."""
     kind = dtypes.python_scalar_kind(value)
@@ -248,8 +257,9 @@ def _view(src: Node, steps: tuple, shape: tuple, memo: dict) -> Node:
         result.memo["view_of"] = (src, steps)   # where its values come from, for gradients
     elif src.op is VIEW:
         result = _view(src.src[0], src.arg + steps, shape, memo)
-    elif src.op in reductions() or _reduces(src):
-        # Not pushed inside: a reduction's result is read from its buffer, through the view's strides.
+    elif src.op in reductions() or _reduces(src) or "custom_vjp" in src.memo:
+        # Not pushed inside: a reduction's result is read from its buffer, through the view's strides; so is
+        # a node with a backward rule of its own (custom_vjp), which its gradient must reach through the view.
         layout = views.layout_after(src.shape, steps)
         if layout is not None and views.is_identity(src.shape, layout):
             result = src   # the steps only take apart and put back size-1 axes

@@ -204,6 +204,71 @@ def test_vjp_hvp_stop_gradient_and_custom_vjp():
     assert got.tolist() == [1.0, 1.0]
 
 
+def test_each_argument_is_a_variable_of_its_own():
+    """An Array passed twice, or passed and also captured, gives each argument only its own uses' gradient
+    (JAX's semantics); an outer grad still differentiates through an inner one's transformed argument."""
+    x = ex.asarray(np.array([1.0, 2.0]))
+    ga, gb = ex.grad(lambda a, b: (a * b).sum(), argnums=(0, 1))(x, x)
+    assert ga.numpy().tolist() == gb.numpy().tolist() == [1.0, 2.0]
+    assert ex.grad(lambda p: (p * x).sum())(x).numpy().tolist() == [1.0, 2.0]
+    _, pullback = ex.vjp(lambda a, b: a * b, x, x)
+    assert [g.numpy().tolist() for g in pullback(np.ones(2))] == [[1.0, 2.0], [1.0, 2.0]]
+    xs = np.array([0.3, 1.1])
+    nested = ex.grad(lambda a: ex.grad(lambda b: ex.sin(b).sum())(a * 2.0).sum())(xs)
+    np.testing.assert_allclose(nested.numpy(), -2 * np.sin(2 * xs), rtol=1e-14)
+
+
+def test_values_computed_inside_the_function_keep_their_gradient():
+    """Logging a loss (float(), an f-string, .numpy(), ex.eval) inside f made it a buffer leaf: zero gradient."""
+    xs = np.array([1.0, 2.0])
+
+    def loss(a):
+        h = ex.sin(a)
+        h.numpy()
+        s = (h * h).sum()
+        assert f"{s:.3f}" == f"{(np.sin(xs) ** 2).sum():.3f}" and float(s) > 0
+        ex.eval(s)
+        return s
+
+    np.testing.assert_allclose(ex.grad(loss)(xs).numpy(), np.sin(2 * xs), rtol=1e-14)
+    value, g = ex.value_and_grad(loss)(xs)
+    np.testing.assert_allclose(g.numpy(), np.sin(2 * xs), rtol=1e-14)
+    assert (value * 2).numpy() == 2 * float(value)   # outside the trace the value is a buffer again
+
+
+def test_custom_vjp_rules_stay_with_their_own_calls():
+    """custom_vjp marked a hash-consed stop_gradient(out): the user's own stop_gradient(sin(x)), or another
+    custom function with the same forward, was the same node and took the rule. And a view of a custom
+    function's output must reach its rule (views are pushed into the graph below it otherwise)."""
+    @ex.custom_vjp
+    def hundred(a):
+        return ex.sin(a)
+
+    @ex.custom_vjp
+    def seven(a):
+        return ex.sin(a)
+
+    hundred.defvjp(lambda a: (ex.sin(a), None), lambda _, g: (g * 100.0,))
+    seven.defvjp(lambda a: (ex.sin(a), None), lambda _, g: (g * 0.0 + 7.0,))
+    x = ex.asarray(np.array([0.5, 1.0]))
+    hundred(x)
+    assert ex.grad(lambda a: (ex.stop_gradient(ex.sin(a)) * 2.0).sum())(x).numpy().tolist() == [0.0, 0.0]
+    assert ex.grad(lambda a: (hundred(a) + seven(a)).sum())(x).numpy().tolist() == [107.0, 107.0]
+    square = np.array([[0.5, 1.0], [1.5, 2.0]])
+    assert ex.grad(lambda a: hundred(a).T[::-1].sum())(square).numpy().tolist() == [[100.0] * 2] * 2
+    np.testing.assert_allclose(hundred(ex.asarray(square)).T[::-1].numpy(), np.sin(square).T[::-1], rtol=1e-15)
+
+
+@pytest.mark.parametrize("row", [[2.0, 0.0, 3.0], [0.0, 5.0, 0.0], [2.0, 4.0, 0.5]])
+def test_prod_gradient_where_inputs_are_zero(row):
+    """The product of the others, as JAX and PyTorch give: out / x was 0 / 0 (NaN) at a zero."""
+    xs = np.array([row, [1.0, 2.0, 3.0]])
+    want = np.array([[np.prod(np.delete(r, i)) for i in range(3)] for r in xs])
+    np.testing.assert_array_equal(ex.grad(lambda a: a.prod(axis=1).sum())(xs).numpy(), want)
+    np.testing.assert_array_equal(ex.grad(lambda a: a.prod())(xs).numpy(),
+                                  [[np.prod(np.delete(xs.ravel(), 3 * r + c)) for c in range(3)] for r in range(2)])
+
+
 def test_errors():
     with pytest.raises(TypeError, match="int32"):
         ex.grad(lambda a: (a * 2.0).sum())(np.ones(3, np.int32))
