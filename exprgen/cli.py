@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -49,8 +50,9 @@ def demo(args) -> int:
           f"{s['plan_cache']['hits']}, kernel cache hits: {s['cache_hits']})")
     w_np = np.float32(0.5)
     numpy_time = _median_seconds(lambda: 1 / (1 + np.exp(-(x_np * w_np + np.float32(b)))), 20)
-    print(f"NumPy, same expression: {numpy_time * 1e3:.2f} ms median -> exprgen is "
-          f"{numpy_time / second:.1f}x faster")
+    ratio = numpy_time / second   # small arrays: a launch costs more than NumPy's whole computation
+    verdict = f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower (too small to gain from a kernel)"
+    print(f"NumPy, same expression: {numpy_time * 1e3:.2f} ms median -> exprgen is {verdict}")
     expected = 1 / (1 + np.exp(-(x_np * w_np + np.float32(b))))
     error = float(np.max(np.abs(y.numpy() - expected)))
     print(f"max |exprgen - NumPy| = {error:.2e}")
@@ -127,11 +129,29 @@ def cache(args) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    """argparse's type for a count: an integer of at least 1, also written as 1e7 (anything else is a
+    usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not number.is_integer():
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        value = int(number)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="exprgen", description="Lazy numpy-like arrays compiled into fused kernels")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="show an expression, its kernel, the compile and cache, and the speed-up")
-    p.add_argument("-n", type=int, default=10_000_000, help="array length (default 1e7)")
+    p.add_argument("-n", type=_positive, default=10_000_000, help="array length (default 1e7)")
     p.set_defaults(run=demo)
     p = sub.add_parser("generate", help="render the standard kernel set's sources into generated/")
     p.add_argument("--into", default=os.environ.get("EXPRGEN_GENERATED_DIR", "generated"))
@@ -147,7 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", help="narrow the standard set to these dtypes (e.g. float32,float64)")
     p.add_argument("--target", default="cpu",
                    help="comma-separated: cpu (this machine), cpu:x86-64[-v2|-v3|-v4], cuda:sm_XX (default cpu)")
-    p.add_argument("-j", "--jobs", type=int, default=len(os.sched_getaffinity(0)),
+    p.add_argument("-j", "--jobs", type=_positive, default=len(os.sched_getaffinity(0)),
                    help="compilers run at once (default: the CPUs)")
     p.add_argument("--into", help="the directory to fill (default: the user cache, $EXPRGEN_CACHE_DIR)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
@@ -156,7 +176,7 @@ def main(argv=None) -> int:
     actions = p.add_subparsers(dest="action", required=True)
     actions.add_parser("info", help="where the tiers are, their sizes and entries per backend and target")
     q = actions.add_parser("list", help="entries, newest first, with the expression each computes")
-    q.add_argument("--limit", type=int, default=None, help="show at most this many")
+    q.add_argument("--limit", type=_positive, default=None, help="show at most this many")
     q = actions.add_parser("verify", help="check checksums, owners and permissions (exit 1 on problems)")
     q.add_argument("--fix", action="store_true", help="remove the bad entries (they are rebuilt when needed)")
     q = actions.add_parser("prune", help="remove the least recently used entries down to a size")

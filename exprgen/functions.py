@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import operator
 
 import numpy as np
 
@@ -196,10 +197,21 @@ def _view(x, *steps) -> Array:
     return Array(graph.view(_node(x), tuple(steps)))
 
 
+def _shape(shape) -> tuple[int, ...]:
+    """A shape argument as NumPy takes it: an integer (NumPy's integers too) or a sequence of them; a float
+    is refused, as NumPy does, not truncated."""
+    if hasattr(shape, "__index__"):
+        return (operator.index(shape),)
+    try:
+        return tuple(operator.index(n) for n in shape)
+    except TypeError:
+        raise TypeError(f"a shape is an integer or a sequence of integers, not {shape!r}") from None
+
+
 def reshape(x, /, shape, *, copy=None) -> Array:
     """A view with a new shape (one dimension may be -1). ``copy=True``: a copy, made when the result is
     computed; ``copy=False``: ValueError when the array is a buffer that no strides can view so."""
-    shape = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
+    shape = _shape(shape)
     node = _node(x)
     if copy is False and node.op is graph.BUFFER:
         node.buffer.reshape(shape, copy=False)   # NumPy's ValueError when that would copy

@@ -83,12 +83,13 @@ def edge_values(op: opdefs.OpDef | None, index: int, dtype) -> np.ndarray:
     return values[np.sort(first)]
 
 
-def domain_elements(op: opdefs.OpDef | None, index: int, dtype, edges: bool = True):
-    """Hypothesis strategy for one input value of ``op`` (None: any op): the domain's range, and with
-    ``edges`` one time in four an edge (special values of the dtype and the op's own)."""
+def domain_elements(op: opdefs.OpDef | str | None, index: int, dtype, edges: bool = True):
+    """Hypothesis strategy for one input value of ``op`` (an op or its name; None: any op): the domain's
+    range, and with ``edges`` one time in four an edge (special values of the dtype and the op's own)."""
     from hypothesis import strategies as st
 
-    dtype = np.dtype(dtype)
+    op = opdefs.get(op) if isinstance(op, str) else op
+    dtype = dtypes.check_supported(np.dtype(dtype), "a strategy's dtype")
     domain = _domain(op, index)
     if dtype == dtypes.BOOL:
         return st.booleans()
@@ -514,6 +515,9 @@ def _index_parts(n: int):
     return st.one_of(*parts)
 
 
+_SUPPORTED = dtypes.check_supported   # under a name of its own: expressions' argument is called dtypes
+
+
 def expressions(ops=None, dtypes=None, max_depth: int = 4, max_steps: int = 8, max_roots: int = 4, shapes=None,
                 scalars: bool = True, edges: bool = True, patterns: bool = True):
     """Hypothesis strategy for a ``Case``: a random expression DAG drawn from ``vocabulary(ops)``.
@@ -531,7 +535,8 @@ def expressions(ops=None, dtypes=None, max_depth: int = 4, max_steps: int = 8, m
 
     if shapes is None:
         shapes = st.sampled_from(FULL_SHAPES)
-    options = {"vocabulary": vocabulary(ops, patterns), "dtypes": [np.dtype(d) for d in (dtypes or DEFAULT_DTYPES)],
+    options = {"vocabulary": vocabulary(ops, patterns),
+               "dtypes": [_SUPPORTED(np.dtype(d), "expressions(dtypes=...)") for d in (dtypes or DEFAULT_DTYPES)],
                "max_depth": max_depth, "max_roots": max_roots, "shapes": shapes, "scalars": scalars, "edges": edges}
 
     @st.composite

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from exprgen import prebuild
+from exprgen.cli import main
 from exprgen.kernelset import standard_set
 from test_cache import finish
 from test_prebuild import child, cli, entries
@@ -177,3 +178,13 @@ def test_sizes_parse_in_powers_of_1024(text, size):
 def test_human_sizes():
     assert [prebuild.human_size(n) for n in (512, 2048, 5 << 20, 3 << 30)] == ["512 B", "2.0 KiB", "5.0 MiB", "3.0 GiB"]
 
+
+
+@pytest.mark.parametrize("args", [("demo", "-n", "0"), ("demo", "-n", "-1"), ("demo", "-n", "2.5"),
+                                  ("prebuild", "-j", "0"), ("cache", "list", "--limit", "-1")])
+def test_counts_must_be_positive_integers(args, capsys):
+    """A usage error (exit 2) that says why, not a traceback, nor -1 taken as a Python slice."""
+    with pytest.raises(SystemExit) as stop:
+        main(list(args))
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and ("must be at least 1" in error or "expected an integer, got '2.5'" in error)

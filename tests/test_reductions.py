@@ -244,6 +244,9 @@ def test_errors_name_the_problem():
         ex.squeeze(x, 1)
     with pytest.raises(TypeError, match="reduction"):
         ex.apply("sum", x)
+    with pytest.raises(TypeError, match="sequence of integers"):   # NumPy refuses a float, never truncates
+        x.reshape((2.0, 6))
+    assert x.reshape(np.int64(12)).shape == (12,) and x.reshape([np.int32(6), 2]).shape == (6, 2)
 
 
 def test_a_chain_of_reductions_holds_no_intermediates():

@@ -10,8 +10,8 @@ from exprgen import opdefs, reference, rules
 from exprgen.dtypes import SUPPORTED
 from exprgen.graph import BUFFER, structure_key, toposort
 from exprgen.testing import (PATTERN, array_dtypes, array_shapes, array_views, arrays, assert_matches_reference,
-                             assert_rewrite_keeps_values, broadcastable_shapes, check_values, compare, edge_values,
-                             enclose, expressions, tolerance, ulp_distance, vocabulary)
+                             assert_rewrite_keeps_values, broadcastable_shapes, check_values, compare, domain_elements,
+                             edge_values, enclose, expressions, tolerance, ulp_distance, vocabulary)
 
 # Nothing here compiles unless it says so: many cases are cheap.
 NO_COMPILE = settings(max_examples=60, deadline=None, derandomize=True, database=None,
@@ -199,3 +199,10 @@ def test_expressions_cover_shared_subexpressions_and_views():
          settings=FIND)
     find(expressions(), lambda c: any(call.function in ("getitem", "transpose") for _, call in c.calls),
          settings=FIND)
+
+
+def test_strategies_take_op_names_and_name_an_unsupported_dtype():
+    assert find(domain_elements("log", 0, "float32", edges=False), lambda v: True) > 0   # inside log's domain
+    for make in (lambda: domain_elements("log", 0, "float16"), lambda: expressions(dtypes=["float16"])):
+        with pytest.raises(TypeError, match="unsupported dtype float16"):
+            make()
