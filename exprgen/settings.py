@@ -26,9 +26,9 @@ PARALLEL_THRESHOLD = 1 << 15
 def _default_threads() -> int:
     env = os.environ.get("EXPRGEN_NUM_THREADS")
     if env:
-        if not env.strip().isdigit():
+        if not env.strip().isdigit() or int(env) < 1:
             raise ValueError(f"EXPRGEN_NUM_THREADS must be a positive integer, got {env!r}")
-        return _checked_threads(int(env))
+        return int(env)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux

@@ -313,11 +313,12 @@ def test_thread_settings():
     ex.set_num_threads(previous)
 
 
-def test_a_bad_thread_count_in_the_environment_is_named(tmp_path):
+@pytest.mark.parametrize("value", ["abc", "0"])
+def test_a_bad_thread_count_in_the_environment_is_named(value, tmp_path):
     script = "import numpy as np, exprgen as ex; ex.sigmoid(ex.asarray(np.ones(100000))).numpy()"
-    env = dict(os.environ, EXPRGEN_NUM_THREADS="abc", EXPRGEN_CACHE_DIR=str(tmp_path))
+    env = dict(os.environ, EXPRGEN_NUM_THREADS=value, EXPRGEN_CACHE_DIR=str(tmp_path))
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
-    assert run.returncode != 0 and "EXPRGEN_NUM_THREADS must be a positive integer, got 'abc'" in run.stderr
+    assert run.returncode != 0 and f"EXPRGEN_NUM_THREADS must be a positive integer, got {value!r}" in run.stderr
 
 
 def test_large_outputs_come_from_a_pool_that_never_hands_out_a_buffer_in_use():
