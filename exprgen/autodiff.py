@@ -150,11 +150,12 @@ def _index_adjoint(g: Array, shape: tuple, key) -> Array:
         if part is Ellipsis:
             axis += len(shape) - sum(1 for p in parts if p is not None and p is not Ellipsis)
             continue
-        full = isinstance(part, tuple) and part[0] == "slice" and part[1] is None and part[2] is None
-        if not full or part[3] not in (None, 1, -1):
+        # A slice keeps every element when its range is the whole axis, however written (x[0:n] as x[:]).
+        walk = slice(*part[1:]).indices(shape[axis]) if isinstance(part, tuple) and part[0] == "slice" else None
+        if walk not in ((0, shape[axis], 1), (shape[axis] - 1, -1, -1)):
             raise NotImplementedError("gradients through indexing that drops elements (ints, partial or strided "
                                       "slices) are not supported yet; use where() to mask instead")
-        if part[3] == -1:
+        if walk[2] == -1:
             flips.append(axis)
         axis += 1
     g = functions.reshape(g, tuple(n for n in shape))

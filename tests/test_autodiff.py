@@ -269,6 +269,15 @@ def test_prod_gradient_where_inputs_are_zero(row):
                                   [[np.prod(np.delete(xs.ravel(), 3 * r + c)) for c in range(3)] for r in range(2)])
 
 
+def test_slices_that_keep_every_element_are_differentiable_however_written():
+    xs = np.arange(6.0).reshape(2, 3)
+    weights = np.arange(3.0)
+    got = ex.grad(lambda a: (a[0:2, 2::-1] * weights).sum() + a[-2:, 0:99].sum())(xs).numpy()
+    np.testing.assert_array_equal(got, np.broadcast_to(weights[::-1] + 1, (2, 3)))
+    with pytest.raises(NotImplementedError, match="drops elements"):
+        ex.grad(lambda a: a[0:1].sum())(xs)
+
+
 def test_errors():
     with pytest.raises(TypeError, match="int32"):
         ex.grad(lambda a: (a * 2.0).sum())(np.ones(3, np.int32))
