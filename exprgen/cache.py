@@ -8,8 +8,11 @@ On disk (``$EXPRGEN_CACHE_DIR`` or ``~/.cache/exprgen``, mode 0700) each entry i
 A binary is published with a temp file and ``os.replace``; the metadata is written last and is the
 commit mark. A per-key ``flock`` means two processes never compile the same kernel twice. Loading
 verifies the checksum (a truncated or corrupted file is rebuilt, never loaded) and refuses a binary not
-owned by the user or writable by others (loading a .so runs its code). A cache directory that cannot be
-written falls back to a private temporary one (removed at exit), with one warning.
+owned by the user or writable by others, or reached through a link (loading a .so runs its code); lock
+files are opened without following links or truncating. A cache directory that is not yours, that others
+can write in, or that cannot be written falls back to a private temporary one (removed at exit), with one
+warning saying which; a read-only one of yours (a cache shipped in an image) is still searched, as is one
+where a shard cannot be written.
 
 Tiers, searched in order after memory: the user cache, the directories of ``$EXPRGEN_PREBUILT_DIR``, and
 ``exprgen/_prebuilt`` when the package was installed with ``EXPRGEN_PREBUILD=1``. Prebuilt tiers are
@@ -74,14 +77,21 @@ class Entry:
     isa: str = cpu.NATIVE
 
 
-def _secure_dir(path: str) -> bool:
-    """Create ``path`` (0700) if needed; True when it is ours and writable."""
+def _unusable(path: str) -> str | None:
+    """Why the cache directory ``path`` (created 0700 if missing) cannot be the user cache, or None. Only
+    you may be able to write in it: anyone else who can could plant a binary (loading one runs its code)."""
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.stat(path)
-        return st.st_uid == os.getuid() and os.access(path, os.W_OK | os.X_OK)
-    except OSError:
-        return False
+    except OSError as exc:
+        return f"cannot be created ({exc.strerror})"
+    if st.st_uid != os.getuid():
+        return "is owned by another user"
+    if st.st_mode & 0o022:
+        return f"is writable by others (mode {st.st_mode & 0o777:o}; chmod 700 it to use it)"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "is read-only"
+    return None
 
 
 def prebuilt_dirs() -> list[str]:
@@ -112,11 +122,13 @@ def examine(paths: dict[str, str], key: str, owners: set[int]) -> tuple[str | No
     if not isinstance(meta, dict) or meta.get("key") != key:
         return "metadata describes another kernel", None
     try:
-        with open(paths["binary"], "rb") as f:
-            st = os.fstat(f.fileno())  # the file whose bytes are checked, not whatever the path names now
+        # Not through a link (it could name any library of yours), and the file whose bytes are checked,
+        # not whatever the path names afterwards.
+        with os.fdopen(os.open(paths["binary"], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
+            st = os.fstat(f.fileno())
             blob = f.read()
     except OSError:
-        return "binary missing", meta
+        return "binary missing or a link", meta
     if st.st_uid not in owners:
         return UNSAFE[0], meta
     if st.st_mode & 0o022:
@@ -133,6 +145,7 @@ class KernelCache:
         self._root_lock = threading.Lock()
         self._refused: set[str] = set()
         self._recorded: set[str] = set()
+        self._read_only: str | None = None   # the user cache, when it is yours but cannot be written
 
     @property
     def root(self) -> str:
@@ -140,15 +153,22 @@ class KernelCache:
         with self._root_lock:  # two threads must not both fall back (two temp dirs, two warnings)
             if self._root is None:
                 wanted = settings.cache_dir()
-                if _secure_dir(wanted):
+                problem = _unusable(wanted)
+                if problem is None:
                     self._root = wanted
                 else:
-                    self._root = tempfile.mkdtemp(prefix="exprgen-cache-")
-                    atexit.register(shutil.rmtree, self._root, True)
-                    warnings.warn(f"exprgen: kernel cache {wanted} is not writable; using the private temporary "
-                                  f"cache {self._root} for this process (set EXPRGEN_CACHE_DIR to choose another)",
-                                  RuntimeWarning, stacklevel=4)
+                    if problem == "is read-only":   # still yours and safe: its kernels are read, not written
+                        self._read_only = wanted
+                    self._fall_back(wanted, problem)
         return self._root
+
+    def _fall_back(self, wanted: str, problem: str) -> None:
+        """Compile into a private temporary cache (removed at exit) from now on, saying why once."""
+        self._root = tempfile.mkdtemp(prefix="exprgen-cache-")
+        atexit.register(shutil.rmtree, self._root, True)
+        warnings.warn(f"exprgen: kernel cache {wanted} {problem}; compiling into the private temporary cache "
+                      f"{self._root} for this process (set EXPRGEN_CACHE_DIR to choose another)",
+                      RuntimeWarning, stacklevel=5)
 
     def key(self, source: str, backend: str = "cpu", identity: str | None = None) -> str:
         digest = hashlib.sha256()
@@ -158,7 +178,8 @@ class KernelCache:
         return digest.hexdigest()
 
     def tiers(self) -> list[tuple[str, str]]:
-        return [("disk", self.root)] + [("prebuilt", d) for d in prebuilt_dirs()]
+        disk = [("disk", self.root)] + ([("disk", self._read_only)] if self._read_only else [])
+        return disk + [("prebuilt", d) for d in prebuilt_dirs()]
 
     def get(self, source: str, summary: str) -> Entry:
         """The loaded kernel for ``source``: from memory, disk or prebuilt, else compiled once."""
@@ -183,7 +204,15 @@ class KernelCache:
             raise self._no_compile_error(key, source, summary, manifest)
         if key is None:
             raise missing
-        compiled = self.build(self.root, key, source, summary)
+        root = self.root
+        try:
+            compiled = self.build(root, key, source, summary)
+        except OSError as exc:   # a part of the cache we cannot write (a shard made by root, a full disk)
+            with self._root_lock:
+                if self._root == root:   # not already fallen back by another thread
+                    self._read_only = root    # the kernels it has are still read
+                    self._fall_back(root, f"could not take kernel {key[:16]} ({exc})")
+            compiled = self.build(self.root, key, source, summary)
         if not compiled:
             counters.count("cache_hit_disk")  # another process finished it while we waited for the lock
         path = entry_paths(self.root, key)["binary"]
@@ -282,12 +311,16 @@ class KernelCache:
         shard = os.path.dirname(paths["binary"])
         os.makedirs(shard, mode=0o755 if shared else 0o700, exist_ok=True)
         owners = trusted_owners("prebuilt" if shared else "disk")
-        with open(paths["lock"], "w") as lock:
+        # Never truncating, never following a link: a planted <key>.lock -> somefile must not empty somefile.
+        lock = os.open(paths["lock"], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if examine(paths, key, owners)[0] is None:  # another process may have finished it meanwhile
                 return False
             self._compile(root, key, source, summary, paths, isa, shared, backend)
             return True
+        finally:
+            os.close(lock)
 
     def _compile(self, root: str, key: str, source: str, summary: str, paths: dict[str, str], isa: str,
                  shared: bool, backend: str = "cpu") -> None:

@@ -146,7 +146,13 @@ class configure:  # noqa: N801 - used as ex.config(...), a function or a context
 
 
 def cache_dir() -> str:
-    return os.environ.get("EXPRGEN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "exprgen")
+    """The user cache directory, absolute: a relative EXPRGEN_CACHE_DIR is taken from the working directory
+    exprgen was imported in, not from whatever directory the process has moved to since (a second cache)."""
+    wanted = os.environ.get("EXPRGEN_CACHE_DIR")
+    return os.path.join(_IMPORTED_IN, wanted) if wanted else os.path.join(os.path.expanduser("~"), ".cache", "exprgen")
+
+
+_IMPORTED_IN = os.getcwd()
 
 
 def prebuilt_dirs() -> list[str]:

@@ -262,7 +262,7 @@ def test_unwritable_cache_falls_back_with_one_warning(tmp_path, request, unwrita
     assert result["stats"]["compiles"] == 2
     assert len(result["warnings"]) == 1
     warning = result["warnings"][0]
-    assert "not writable" in warning and str(root) in warning
+    assert ("is read-only" in warning or "cannot be created" in warning) and str(root) in warning
     temp = re.search(r"temporary cache (\S+)", warning).group(1)
     assert not os.path.exists(temp), "the private fallback cache should be removed at exit"
     assert not root.is_dir() or not any(root.iterdir())
@@ -320,6 +320,66 @@ def test_binary_others_could_have_written_is_refused(warm, tmp_path, make_unsafe
 
 # --- compiler failures and deployments -----------------------------------------------------------------
 
+def test_a_read_only_cache_holding_the_kernel_is_read_not_recompiled(warm, tmp_path, request):
+    """A cache filled on this machine and shipped read-only (the NoCompileError's own advice) is searched."""
+    root, prefix = _read_only_dir(tmp_path, request)
+    root.chmod(0o700)
+    shutil.copytree(warm["root"] / "cpu", root / "cpu")
+    if prefix:   # the child runs as nobody, who must own what it loads
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, NOBODY, NOBODY)
+    root.chmod(0o500)
+    result = run(prefix + f"report(ok=check({AFFINE!r}))", root, EXPRGEN_NO_COMPILE="1")
+    assert result["ok"] and result["stats"]["compiles"] == 0 and result["stats"]["cache_hits"]["disk"] == 1
+    assert len(result["warnings"]) == 1 and "is read-only" in result["warnings"][0]
+
+
+def test_a_relative_cache_directory_is_where_exprgen_was_imported(tmp_path):
+    """Not re-read against each later working directory (a second cache, made 0755 by makedirs)."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    code = ("import os, numpy as np, exprgen as ex; x = ex.asarray(np.ones(3)); ex.sin(x).numpy(); "
+            "os.chdir('../elsewhere'); ex.cos(x).numpy()")
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "work", env=child_env("kcache"), check=True,
+                   timeout=120)
+    assert len(binaries(tmp_path / "work" / "kcache")) == 2 and not (tmp_path / "elsewhere" / "kcache").exists()
+
+
+def test_a_cache_directory_others_can_write_is_not_used(tmp_path):
+    """Anyone who can write in it could plant a binary with a matching checksum: fall back, say why."""
+    root = tmp_path / "shared"
+    root.mkdir()
+    root.chmod(0o777)
+    result = evaluate(AFFINE, root)
+    assert result["ok"] and result["stats"]["compiles"] == 1
+    assert len(result["warnings"]) == 1 and "writable by others (mode 777" in result["warnings"][0]
+    assert not any(root.iterdir())
+
+
+def test_planted_links_are_not_followed(warm, tmp_path):
+    """A binary that is a link (to another kernel, with its checksum) is rebuilt, not loaded; a lock that is
+    a link makes the cache fall back, and the file it names is neither emptied nor written."""
+    root, affine, shifted = copy_of(warm, tmp_path)
+    meta = json.loads(entry(affine)["meta"].read_text())
+    entry(affine)["meta"].write_text(json.dumps({**meta, "sha256": sha256(shifted)}))
+    affine.unlink()
+    affine.symlink_to(shifted)
+    result = evaluate(AFFINE, root)
+    assert result["ok"] and result["stats"]["compiles"] == 1
+    assert not affine.is_symlink()
+    assert_entry_sound(affine)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    for path in entry(shifted).values():
+        path.unlink()
+    lock = shifted.with_suffix(".lock")
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(precious)
+    result = evaluate(SHIFTED, root)
+    assert result["ok"] and precious.read_text() == "keep me"
+    assert len(result["warnings"]) == 1 and "could not take kernel" in result["warnings"][0]
+
+
 def test_compile_error_names_source_quotes_compiler_and_leaves_no_entry(tmp_path):
     root = tmp_path / "cache"
     result = run("""
@@ -354,6 +414,16 @@ def test_failing_compiler_error_reaches_the_user(tmp_path):
     kept = re.search(r"compiling (\S+\.cpp) failed", message).group(1)
     assert "exprgen_kernel" in Path(kept).read_text()
     assert not [p for p in (root / "cpu").rglob("*") if p.is_file() and p.suffix != ".lock"]
+
+
+def test_a_compiler_that_writes_nothing_is_named(tmp_path):
+    """A wrapper that exits 0 without an output (a broken ccache) gave a FileNotFoundError on a temp file."""
+    fake = tmp_path / "silent-cxx"
+    fake.write_text('#!/bin/sh\nif [ "$1" = --version ]; then echo "silent-cxx 1.0"; fi\nexit 0\n')
+    fake.chmod(0o755)
+    result = run(attempt(f"check({AFFINE!r})"), tmp_path / "cache", CXX=fake)
+    assert result["raised"].startswith("CompileError") and "the compiler wrote no" in result["raised"]
+    assert str(fake) in result["raised"] and "(it printed nothing)" in result["raised"]
 
 
 def _no_compiler(tmp_path) -> dict:

@@ -200,9 +200,11 @@ def compile_source(source_path: str, output_path: str, isa: str = NATIVE) -> flo
     start = time.perf_counter()
     cmd = [compiler(), *flags(isa), f"-I{data_dir('templates')}", source_path, "-o", output_path, *LIBS]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise CompileError(f"compiling {source_path} failed (this is an exprgen bug; please report it):\n"
-                           f"$ {' '.join(cmd)}\n{proc.stderr.strip()}")
+    if proc.returncode != 0 or not os.path.exists(output_path):
+        said = proc.stderr.strip() or "(it printed nothing)"
+        how = f"exited with status {proc.returncode}" if proc.returncode else f"wrote no {output_path}"
+        raise CompileError(f"compiling {source_path} failed: the compiler {how} (if it is a working C++ "
+                           f"compiler, this is an exprgen bug; please report it):\n$ {' '.join(cmd)}\n{said}")
     return time.perf_counter() - start
 
 
