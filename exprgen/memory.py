@@ -3,7 +3,9 @@
 A fresh 40 MB output costs about as much in page faults as the kernel that fills it. The pool keeps the
 base allocation of every large output it hands out and gives it out again once nothing but the pool
 refers to it: every NumPy view of a buffer holds a reference to its base, so a buffer the user still
-sees, directly or through any view, is never reused.
+sees, directly or through any view, is never reused. Idle buffers (the user dropped them) are trimmed to
+MAX_IDLE_BYTES in all at each new allocation, the oldest let go first: results of ever new sizes must not
+pile up.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 MIN_BYTES = 1 << 20     # smaller outputs come straight from np.empty: malloc reuses them already
 MAX_BUFFERS = 32
+MAX_IDLE_BYTES = 256 << 20   # two 120 MB results (3e7 float32) stay warm; eight 100 MB ones held 800 MB
 
 
 class BufferPool:
@@ -36,7 +39,21 @@ class BufferPool:
         buffers.append(base)
         if len(buffers) > MAX_BUFFERS:
             buffers.pop(0)
+        self._trim()
         return base.view(dtype).reshape(shape)
+
+    def _trim(self) -> None:
+        """Let the oldest idle buffers go until the idle ones hold at most MAX_IDLE_BYTES."""
+        idle = [b for b in self._buffers if sys.getrefcount(b) == 3]   # the list, ``b``, getrefcount's argument
+        excess = sum(b.nbytes for b in idle) - MAX_IDLE_BYTES
+        released = set()
+        for base in idle:   # oldest first
+            if excess <= 0:
+                break
+            released.add(id(base))
+            excess -= base.nbytes
+        if released:   # by identity (list.remove would compare arrays elementwise)
+            self._buffers = [b for b in self._buffers if id(b) not in released]
 
     def clear(self) -> None:
         self._buffers.clear()

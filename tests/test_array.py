@@ -332,6 +332,20 @@ def test_large_outputs_come_from_a_pool_that_never_hands_out_a_buffer_in_use():
     np.testing.assert_array_equal(view, data[10:] + 2)
 
 
+def test_the_pool_keeps_idle_buffers_only_up_to_its_byte_budget(monkeypatch):
+    """Dropped results of ever new sizes were all kept (eight of 100 MB: 800 MB resident for nothing)."""
+    from exprgen import memory
+
+    monkeypatch.setattr(memory, "MAX_IDLE_BYTES", 6 << 20)
+    x = ex.asarray(np.ones(1))
+    kept = [(ex.broadcast_to(x, (300_000 + i,)) * 2.0).numpy() for i in range(3)]   # in use: never let go
+    for i in range(6):
+        (ex.broadcast_to(x, (400_000 + i,)) * 3.0).numpy()   # 3.2 MB each, dropped at once
+    idle = [b for b in memory.pool._buffers if not any(np.shares_memory(b, k) for k in kept)]
+    assert 0 < sum(b.nbytes for b in idle) <= (6 << 20) + 400_005 * 8   # trimmed as each one was allocated
+    assert all((k == 2.0).all() for k in kept) and len(memory.pool._buffers) - len(idle) == 3
+
+
 @pytest.mark.parametrize("offset", [0, 1, 5, 16])
 def test_large_outputs_are_streamed_whole_whatever_their_alignment(offset):
     """Outputs of eg::STREAM_BYTES (16 MB) and more go out with streaming stores from their first 64-byte
