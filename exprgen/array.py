@@ -166,18 +166,28 @@ class Array:
         """The value as a NumPy array (computed on first request, then kept; a buffer leaf is its value)."""
         if self._value is None:
             node = self._node
-            self._value = np.asarray(node.buffer) if node.op is BUFFER else _realize().evaluate((node,))[0]
+            if node.op is BUFFER:
+                self._value = np.asarray(node.buffer)
+            else:
+                self._set_value(_realize().evaluate((node,))[0])
         return self._value
 
     def _set_value(self, value: np.ndarray) -> None:
+        """Keep the computed value, and let the expression go: a kept result (a loss appended to a list)
+        must not hold its graph's inputs alive (each its batch). While a gradient is traced the expression
+        stays, for the gradient to walk back through."""
         self._value = value
+        node = self._node
+        tracing = getattr(_traces, "depth", 0)
+        if node is not None and node.op is not BUFFER and self._make_node is None and not tracing:
+            self._node = None
 
     def _graph_node(self) -> Node:
         """The node later expressions build on: once computed, the value's buffer (never recompute); an
         Array made with its value (``_of_value``) keeps the node made for it, the graph gradients follow."""
         node = self._node
         if node is None:
-            node = self._node = self._make_node()
+            node = self._node = self._make_node() if self._make_node is not None else graph.buffer(self._value)
         elif self._value is not None and node.op is not BUFFER and self._make_node is None \
                 and not getattr(_traces, "depth", 0):
             node = self._node = graph.buffer(self._value)

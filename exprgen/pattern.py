@@ -119,8 +119,8 @@ class Rewriter:
         self.steps = 0
         try:
             return tuple(self._visit(root) for root in roots), self.log, self.reads
-        finally:
-            self.memo = {}   # the graph (and its input buffers) is the caller's to keep or let go
+        finally:   # the graph (and its input buffers) is the caller's to keep or let go: the log names its nodes
+            self.memo, self.log, self.reads = {}, [], set()
 
     def _visit(self, root: Node) -> Node:
         for node in graph.toposort([root], self.memo):

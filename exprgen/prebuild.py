@@ -384,12 +384,16 @@ def _remove_file(path: str) -> str | None:
 
 
 def prune(max_bytes: int) -> list[str]:
-    """Shrink the user cache to ``max_bytes``: first entries that could never be loaded (damaged,
-    refused), then the least recently used. Prebuilt tiers are read-only and left alone."""
+    """Shrink the user cache to ``max_bytes``: first stale temp files and entries that could never be
+    loaded (damaged, refused), then the least recently used. Prebuilt tiers are read-only and left alone."""
     root = settings.cache_dir()
-    entries, _ = scan("disk", root)
+    entries, temps = scan("disk", root)
+    before = tree_size(root)
+    now = time.time()
+    for temp in temps:   # left by a killed compile (as verify reports them): never an entry, only bytes
+        if now - os.lstat(temp).st_mtime > STALE_TEMP_SECONDS:
+            _remove_file(temp)
     total = tree_size(root)
-    before = total
     doomed = sorted((e for e in entries if e.problem not in (None, NOT_AN_ENTRY)), key=lambda e: e.used)
     doomed += sorted((e for e in entries if e.problem is None), key=lambda e: e.used)
     removed, refused = 0, []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from .array import asarray
+from .array import Array, asarray
 from .graph import LEAVES, toposort
 from .realize import plan_for, rewrite
 from .schedule import schedule
@@ -26,10 +26,16 @@ def _graph_text(roots) -> list[str]:
 
 
 def explain(*arrays) -> str:
+    # A computed Array lets its expression go (its inputs may be large): its value's buffer is all there is.
+    computed = [i for i, a in enumerate(arrays) if isinstance(a, Array) and a._node is None and a._make_node is None]
     roots = tuple(asarray(a)._graph_node() for a in arrays)
     plan = plan_for(roots)
     rewritten, log, _ = rewrite(roots)
     out = ["== graph", *_graph_text(roots)]
+    if computed:
+        out.append(f"   (array{'s' if len(computed) > 1 else ''} {', '.join(map(str, computed))} already computed: "
+                   f"its value is a buffer now; explain an expression before asking for its value to see "
+                   f"its rewrites and kernels)")
     if log:
         out.append("== rewrites")
         out += [f"  {algebra}:  {before!r}  ->  {after!r}" for algebra, before, after in log]

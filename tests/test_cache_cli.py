@@ -153,6 +153,20 @@ def test_prune_removes_damaged_entries_then_the_least_recently_used(built, tmp_p
     assert prebuild.tree_size(str(root)) <= limit
 
 
+def test_prune_removes_the_temp_files_of_killed_compiles_first(built, tmp_path):
+    """They are no entry, so prune removed sound kernels instead and still ended over its limit."""
+    root = copy(built, tmp_path)
+    shard = entries(root)[0].parent
+    stale, fresh = shard / ".0123456789abcdef.k1lled.so", shard / ".fedcba9876543210.busy00.so"
+    for temp in (stale, fresh):
+        temp.write_bytes(b"\0" * (1 << 20))
+    os.utime(stale, (0, 0))   # a compile still writing its fresh one must not lose it
+    size = prebuild.tree_size(str(root))
+    result = cache_cli(root, "prune", "--max-size", size - (1 << 20))
+    assert result.returncode == 0 and "0 entries removed" in result.stdout
+    assert not stale.exists() and fresh.exists() and len(entries(root)) == 8
+
+
 def test_prune_and_clear_leave_prebuilt_tiers_and_foreign_files_alone(built, tmp_path):
     root, shipped = copy(built, tmp_path), copy(built, tmp_path, "shipped")
     (root / "notes.txt").write_text("not exprgen's")
