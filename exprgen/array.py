@@ -2,7 +2,9 @@
 
 Operators and functions only build graph nodes; nothing runs until a value is asked for (``.numpy()``,
 ``np.asarray``, ``float()``, ``ex.eval``). An Array that has been computed keeps its buffer, so asking
-twice computes once, and expressions built on it afterwards read that buffer instead of recomputing.
+twice computes once, and expressions built on it afterwards read that buffer instead of recomputing; it
+lets its expression go (the inputs of a kept result are not kept alive), except while a gradient is
+traced, where the gradient walks back through it.
 
 Arrays are immutable. Every Python operator builds its op (the array API's and NumPy's meaning: ``&``,
 ``|``, ``^`` and ``~`` are logical on bool operands and bitwise on integers; ``@`` is ``ex.matmul``), and
@@ -28,6 +30,7 @@ import math
 import operator
 import re
 import threading
+import weakref
 
 import numpy as np
 
@@ -50,17 +53,29 @@ _realize_module = None
 # While a function is being differentiated (autodiff's ``tracing``), a value computed inside it (a loss
 # logged with float() or .numpy()) keeps its expression for later uses instead of becoming a buffer leaf:
 # the gradient walks back through that expression. Outside, the buffer is what later uses read (a realised
-# array never recomputes, and holds no graph alive).
+# array never recomputes, and holds no graph alive): leaving the outermost trace lets those expressions go.
 _traces = threading.local()
+
+
+def tracing_depth() -> int:
+    return getattr(_traces, "depth", 0)
 
 
 @contextlib.contextmanager
 def tracing():
-    _traces.depth = getattr(_traces, "depth", 0) + 1
+    if not tracing_depth():
+        _traces.computed = []   # weak references to the Arrays computed during the trace
+    _traces.depth = tracing_depth() + 1
     try:
         yield
     finally:
         _traces.depth -= 1
+        if not _traces.depth:
+            for ref in _traces.computed:
+                array = ref()
+                if array is not None:
+                    array._release_expression()
+            _traces.computed = []
 
 
 class Array:
@@ -164,8 +179,8 @@ class Array:
     # -- values -------------------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """The value as a NumPy array (computed on first request, then kept; a buffer leaf is its value)."""
+        node = self._node   # read once: another thread computing this Array may release it meanwhile
         if self._value is None:
-            node = self._node
             if node.op is BUFFER:
                 self._value = np.asarray(node.buffer)
             else:
@@ -177,9 +192,14 @@ class Array:
         must not hold its graph's inputs alive (each its batch). While a gradient is traced the expression
         stays, for the gradient to walk back through."""
         self._value = value
+        if tracing_depth():
+            _traces.computed.append(weakref.ref(self))
+        else:
+            self._release_expression()
+
+    def _release_expression(self) -> None:
         node = self._node
-        tracing = getattr(_traces, "depth", 0)
-        if node is not None and node.op is not BUFFER and self._make_node is None and not tracing:
+        if node is not None and node.op is not BUFFER and self._make_node is None and self._value is not None:
             self._node = None
 
     def _graph_node(self) -> Node:
@@ -188,8 +208,7 @@ class Array:
         node = self._node
         if node is None:
             node = self._node = self._make_node() if self._make_node is not None else graph.buffer(self._value)
-        elif self._value is not None and node.op is not BUFFER and self._make_node is None \
-                and not getattr(_traces, "depth", 0):
+        elif self._value is not None and node.op is not BUFFER and self._make_node is None and not tracing_depth():
             node = self._node = graph.buffer(self._value)
         return node
 
@@ -436,7 +455,7 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None) -> Array:
         if copy is False:
             raise ValueError(f"asarray(copy=False) cannot convert {obj.dtype.name} to {dtype.name} without a copy")
         return astype(obj, dtype)
-    if isinstance(obj, np.ma.MaskedArray):   # np.asarray would drop the mask, and the masked values count
+    if np.ma.is_masked(obj):   # np.asarray would drop the mask, and the masked values would count
         raise TypeError("masked arrays are not supported (their mask would be ignored): pass x.filled(value), "
                         "or x.data to use the values under the mask too")
     # NumPy refuses copy=False where it cannot be met (ValueError), and converts lists straight to dtype; a
@@ -461,7 +480,8 @@ def as_node(obj) -> Node:
 
 
 def _known(operand) -> bool:
-    """A Python scalar, or one element read from a computed array (whose node is not made yet)."""
+    """A Python scalar, or an Array of at most one element whose value is known and whose node is not made
+    (an element read from a computed array, a computed loss): NumPy computes ops over these at once."""
     if type(operand) is Array:
         return operand._node is None and operand._value.size <= 1
     return dtypes.python_scalar_kind(operand) is not None

@@ -11,8 +11,12 @@ Conventions at kinks and ties follow JAX: ``abs`` has slope 1 at 0, ``relu`` slo
 ``maximum``/``minimum``/``clip`` and of the ``max``/``min`` reductions share the gradient equally, and
 ``where`` sends it to the branch taken. Broadcasting is undone by summing over the broadcast axes. A
 buffer made by viewing another (slicing a NumPy array, transposing it) passes its gradient back through
-the view's adjoint; slicing with a step other than 1 or -1, or that drops elements, is not differentiable
-yet and says so.
+the view's adjoint; slicing that drops elements is not differentiable yet and says so.
+
+Variables follow JAX too: each argument differentiated is a fresh leaf of its own (``_variable``), so an
+array passed twice, or passed and also captured by the function, gives each argument only its own uses'
+gradient. While the function runs (``array.tracing``), a value it computes (a loss logged with float())
+keeps its expression, for the gradient to walk back through.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import operator
 import numpy as np
 
 from . import dtypes, functions, graph, opdefs, views
-from .array import Array, apply, asarray, astype, op_function, tracing
+from .array import Array, apply, asarray, astype, op_function, tracing, tracing_depth
 from .graph import BUFFER, SCALAR, VIEW, Node
 
 # -- backward formulas ----------------------------------------------------------------------------
@@ -151,11 +155,12 @@ def _index_adjoint(g: Array, shape: tuple, key) -> Array:
             axis += len(shape) - sum(1 for p in parts if p is not None and p is not Ellipsis)
             continue
         # A slice keeps every element when its range is the whole axis, however written (x[0:n] as x[:]).
-        walk = slice(*part[1:]).indices(shape[axis]) if isinstance(part, tuple) and part[0] == "slice" else None
-        if walk not in ((0, shape[axis], 1), (shape[axis] - 1, -1, -1)):
+        walk = range(*slice(*part[1:]).indices(shape[axis])) if isinstance(part, tuple) and part[0] == "slice" \
+            else None
+        if walk not in (range(shape[axis]), range(shape[axis] - 1, -1, -1)):   # ranges compare their elements
             raise NotImplementedError("gradients through indexing that drops elements (ints, partial or strided "
                                       "slices) are not supported yet; use where() to mask instead")
-        if walk[2] == -1:
+        if walk.step < 0 and len(walk) > 1:
             flips.append(axis)
         axis += 1
     g = functions.reshape(g, tuple(n for n in shape))
@@ -221,11 +226,13 @@ def _variable(array: Array) -> Array:
     """A leaf of its own standing for an argument being differentiated: a fresh buffer node over the same
     memory (an unevaluated argument is computed first), so that an Array passed twice, or passed and also
     captured by ``f``, gives each argument only the gradient of its own uses, as in JAX. Views of it read
-    the memory in place as views of any buffer do. It passes its gradient on to the node it stands for
-    (as a view with no steps would), so that an outer ``grad`` differentiates through an inner one."""
+    the memory in place as views of any buffer do. Inside an outer ``grad`` it passes its gradient on to
+    the node it stands for (as a view with no steps would), so that the outer one differentiates through
+    it; outside, it holds nothing of that node's graph."""
     node = array._graph_node()
     leaf = graph.buffer(node.buffer if node.op is BUFFER else array.numpy())
-    leaf.memo["view_of"] = (node, ())
+    if tracing_depth():
+        leaf.memo["view_of"] = (node, ())
     return Array(leaf)
 
 

@@ -35,6 +35,7 @@ compiler's identity; ``build`` makes them with NVRTC (``BACKENDS``).
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import glob
 import hashlib
@@ -77,6 +78,9 @@ class Entry:
     isa: str = cpu.NATIVE
 
 
+READ_ONLY = "is read-only"   # the one reason a cache directory is still searched (it is yours and safe)
+
+
 def _unusable(path: str) -> str | None:
     """Why the cache directory ``path`` (created 0700 if missing) cannot be the user cache, or None. Only
     you may be able to write in it: anyone else who can could plant a binary (loading one runs its code)."""
@@ -90,8 +94,13 @@ def _unusable(path: str) -> str | None:
     if st.st_mode & 0o022:
         return f"is writable by others (mode {st.st_mode & 0o777:o}; chmod 700 it to use it)"
     if not os.access(path, os.W_OK | os.X_OK):
-        return "is read-only"
+        return READ_ONLY
     return None
+
+
+# What an unwritable part of the cache raises (a shard made by root, a read-only mount, a full disk): the
+# process compiles elsewhere. Anything else (a shard pruned meanwhile) is not the cache's to give up on.
+_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ELOOP}
 
 
 def prebuilt_dirs() -> list[str]:
@@ -110,8 +119,10 @@ def trusted_owners(tier: str) -> set[int]:
     return {os.getuid()} if tier == "disk" else {os.getuid(), 0}
 
 
-def examine(paths: dict[str, str], key: str, owners: set[int]) -> tuple[str | None, dict | None]:
-    """(why the entry must not be loaded, or None when it is sound; its metadata when readable)."""
+def examine(paths: dict[str, str], key: str, owners: set[int], links: bool = False) -> tuple[str | None, dict | None]:
+    """(why the entry must not be loaded, or None when it is sound; its metadata when readable). ``links``:
+    a binary may be a link (a prebuilt tree assembled from links, as Nix or Bazel make them); its target is
+    what is checked. The user cache never links."""
     try:
         with open(paths["meta"]) as f:
             meta = json.load(f)
@@ -124,7 +135,8 @@ def examine(paths: dict[str, str], key: str, owners: set[int]) -> tuple[str | No
     try:
         # Not through a link (it could name any library of yours), and the file whose bytes are checked,
         # not whatever the path names afterwards.
-        with os.fdopen(os.open(paths["binary"], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
+        flags = os.O_RDONLY | os.O_CLOEXEC | (0 if links else os.O_NOFOLLOW)
+        with os.fdopen(os.open(paths["binary"], flags), "rb") as f:
             st = os.fstat(f.fileno())
             blob = f.read()
     except OSError:
@@ -157,7 +169,7 @@ class KernelCache:
                 if problem is None:
                     self._root = wanted
                 else:
-                    if problem == "is read-only":   # still yours and safe: its kernels are read, not written
+                    if problem == READ_ONLY:   # still yours and safe: its kernels are read, not written
                         self._read_only = wanted
                     self._fall_back(wanted, problem)
         return self._root
@@ -207,15 +219,18 @@ class KernelCache:
         root = self.root
         try:
             compiled = self.build(root, key, source, summary)
-        except OSError as exc:   # a part of the cache we cannot write (a shard made by root, a full disk)
+        except OSError as exc:
+            if exc.errno not in _CANNOT_WRITE:
+                raise
             with self._root_lock:
                 if self._root == root:   # not already fallen back by another thread
-                    self._read_only = root    # the kernels it has are still read
+                    self._read_only = self._read_only or root   # the kernels it has are still read
                     self._fall_back(root, f"could not take kernel {key[:16]} ({exc})")
-            compiled = self.build(self.root, key, source, summary)
+                root = self._root
+            compiled = self.build(root, key, source, summary)
         if not compiled:
             counters.count("cache_hit_disk")  # another process finished it while we waited for the lock
-        path = entry_paths(self.root, key)["binary"]
+        path = entry_paths(root, key)["binary"]
         entry = Entry(key, cpu.load(path), "compiled" if compiled else "disk", path)
         self.memory[key] = entry
         return entry
@@ -285,7 +300,7 @@ class KernelCache:
 
     def _load(self, tier: str, root: str, key: str, isa: str = cpu.NATIVE) -> Entry | None:
         paths = entry_paths(root, key)
-        problem, _ = examine(paths, key, trusted_owners(tier))
+        problem, _ = examine(paths, key, trusted_owners(tier), links=tier == "prebuilt")
         if problem in UNSAFE:
             if paths["binary"] not in self._refused:
                 self._refused.add(paths["binary"])

@@ -132,7 +132,8 @@ def mean(x, /, *, axis=None, keepdims: bool = False, dtype=None) -> Array:
     """Sum / count: float64 for integer input, float32 stays float32 (summed in double). ``dtype`` is
     NumPy's: the input is converted to it first."""
     x = _float_input(x, dtype)
-    return _keepdims(sum(x, axis=axis, keepdims=True) / float(_count(x, axis)), x, axis, keepdims)  # weak float
+    result = _keepdims(sum(x, axis=axis, keepdims=True) / float(_count(x, axis)), x, axis, keepdims)  # weak float
+    return result if dtype is None else astype(result, dtype)   # an integer dtype truncates, as NumPy's does
 
 
 def _correction(correction, ddof) -> float:
@@ -327,7 +328,7 @@ def _method(function):
     """``function`` as an Array method, NumPy-style: the axis may be given by position too, and ``out``
     (a NumPy buffer the result is computed into, and returned) is accepted, as ``np.sum(array)`` and the
     like call the method with ``out=None``."""
-    def method(self, axis=None, out=None, **kwargs):
+    def method(self, axis=None, *, out=None, **kwargs):
         result = function(self, axis=axis, **kwargs)
         return result if out is None else evaluate((result._graph_node(),), out=out)[0]
     method.__name__ = method.__qualname__ = function.__name__

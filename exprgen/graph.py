@@ -1,7 +1,8 @@
 """The expression graph: immutable, hash-consed nodes.
 
 A ``Node`` is ``(op, src, arg, dtype, shape)``. Building the same node twice returns the same object, so
-common subexpressions merge as they are written and node identity is structural equality. Leaves are
+common subexpressions merge as they are written and node identity is structural equality (but for
+``distinct`` nodes, which carry a backward rule of their own). Leaves are
 ``BUFFER`` (a NumPy array read in place, never copied), ``SCALAR`` (a weakly typed Python scalar,
 passed to kernels as an argument so that changing it never recompiles) and ``INDEX`` (an int64 array
 without memory whose elements are their own offsets, from which ``creation`` builds arange, eye, ...).
@@ -259,7 +260,8 @@ def _view(src: Node, steps: tuple, shape: tuple, memo: dict) -> Node:
         result = _view(src.src[0], src.arg + steps, shape, memo)
     elif src.op in reductions() or _reduces(src) or "custom_vjp" in src.memo:
         # Not pushed inside: a reduction's result is read from its buffer, through the view's strides; so is
-        # a node with a backward rule of its own (custom_vjp), which its gradient must reach through the view.
+        # a node with a backward rule of its own (custom_vjp), which its gradient must reach through the view
+        # (at the cost of a kernel boundary: the custom function's output is materialised, then viewed).
         layout = views.layout_after(src.shape, steps)
         if layout is not None and views.is_identity(src.shape, layout):
             result = src   # the steps only take apart and put back size-1 axes

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 
 import numpy as np
 
@@ -23,37 +24,43 @@ MAX_IDLE_BYTES = 256 << 20   # two 120 MB results (3e7 float32) stay warm; eight
 class BufferPool:
     def __init__(self):
         self._buffers: list[np.ndarray] = []
+        self._lock = threading.Lock()   # evaluations in several Python threads share the pool
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < MIN_BYTES:
             return np.empty(shape, dtype)
+        with self._lock:
+            return self._large(nbytes).view(dtype).reshape(shape)
+
+    def _large(self, nbytes: int) -> np.ndarray:
         buffers = self._buffers
         for i in range(len(buffers)):
             # 2 references: the pool's list and getrefcount's own argument; any view adds one.
             if buffers[i].nbytes == nbytes and sys.getrefcount(buffers[i]) == 2:
                 base = buffers.pop(i)
                 buffers.append(base)  # most recently used last
-                return base.view(dtype).reshape(shape)
+                return base
         base = np.empty(nbytes, np.uint8)
         buffers.append(base)
         if len(buffers) > MAX_BUFFERS:
             buffers.pop(0)
         self._trim()
-        return base.view(dtype).reshape(shape)
+        return base
 
     def _trim(self) -> None:
         """Let the oldest idle buffers go until the idle ones hold at most MAX_IDLE_BYTES."""
-        idle = [b for b in self._buffers if sys.getrefcount(b) == 3]   # the list, ``b``, getrefcount's argument
-        excess = sum(b.nbytes for b in idle) - MAX_IDLE_BYTES
-        released = set()
-        for base in idle:   # oldest first
+        buffers = self._buffers
+        idle = [i for i in range(len(buffers)) if sys.getrefcount(buffers[i]) == 2]   # counted as in ``_large``
+        excess = sum(buffers[i].nbytes for i in idle) - MAX_IDLE_BYTES
+        released = []
+        for i in idle:   # oldest first
             if excess <= 0:
                 break
-            released.add(id(base))
-            excess -= base.nbytes
-        if released:   # by identity (list.remove would compare arrays elementwise)
-            self._buffers = [b for b in self._buffers if id(b) not in released]
+            released.append(i)
+            excess -= buffers[i].nbytes
+        for i in reversed(released):   # from the end, so that the other indices stay valid
+            del buffers[i]
 
     def clear(self) -> None:
         self._buffers.clear()

@@ -11,6 +11,7 @@ cache then keys the compiled plan on exactly those values and treats every other
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -107,20 +108,22 @@ class Rewriter:
 
     def __init__(self, rules: list[Rule], kinds: tuple[str, ...] = ("exact", "accurate"), on_fire=None):
         self.on_fire = on_fire  # called as on_fire(rule, before, after) for every rewrite
+        self._lock = threading.RLock()   # re-entrant: a rule's build may evaluate, and so rewrite, again
         self.by_op: dict[str | None, list[Rule]] = {}
         for rule in (r for r in rules if r.kind in kinds):
             self.by_op.setdefault(rule.pattern.op if rule.pattern else None, []).append(rule)
 
     def rewrite(self, roots: tuple[Node, ...]) -> tuple[tuple[Node, ...], list[tuple[str, Node, Node]], set]:
         """(new roots, [(algebra, before, after)], scalar nodes whose values the rules read)."""
-        self.memo: dict[int, Node] = {}
-        self.log: list[tuple[str, Node, Node]] = []
-        self.reads: set = set()
-        self.steps = 0
-        try:
-            return tuple(self._visit(root) for root in roots), self.log, self.reads
-        finally:   # the graph (and its input buffers) is the caller's to keep or let go: the log names its nodes
-            self.memo, self.log, self.reads = {}, [], set()
+        with self._lock:   # one rewriter serves every thread: its state is one rewrite's at a time
+            self.memo: dict[int, Node] = {}
+            self.log: list[tuple[str, Node, Node]] = []
+            self.reads: set = set()
+            self.steps = 0
+            try:
+                return tuple(self._visit(root) for root in roots), self.log, self.reads
+            finally:   # the graph (its input buffers too) is the caller's to keep or let go: the log names nodes
+                self.memo, self.log, self.reads = {}, [], set()
 
     def _visit(self, root: Node) -> Node:
         for node in graph.toposort([root], self.memo):

@@ -360,7 +360,7 @@ def verify(fix: bool) -> tuple[list[str], int]:
         checked = sum(1 for e in entries if e.problem != NOT_AN_ENTRY)
         bad = [(e.files[0], e.problem, e) for e in entries if e.problem not in (None, NOT_AN_ENTRY)]
         bad += [(t, "temporary file left by an interrupted compile", None) for t in temps
-                if now - os.lstat(t).st_mtime > STALE_TEMP_SECONDS]
+                if now - _modified(t) > STALE_TEMP_SECONDS]
         lines.append(f"{root} ({'user cache' if tier == 'disk' else 'prebuilt'}): {checked} entries checked, "
                      f"{len(bad)} problem(s)")
         for path, problem, entry in bad:
@@ -373,6 +373,14 @@ def verify(fix: bool) -> tuple[list[str], int]:
                 left += 1
             lines.append(f"  {path}: {problem}{action}")
     return lines, left
+
+
+def _modified(path: str) -> float:
+    """When ``path`` was last written; now when it is gone (a compile published or removed it meanwhile)."""
+    try:
+        return os.lstat(path).st_mtime
+    except OSError:
+        return time.time()
 
 
 def _remove_file(path: str) -> str | None:
@@ -391,7 +399,7 @@ def prune(max_bytes: int) -> list[str]:
     before = tree_size(root)
     now = time.time()
     for temp in temps:   # left by a killed compile (as verify reports them): never an entry, only bytes
-        if now - os.lstat(temp).st_mtime > STALE_TEMP_SECONDS:
+        if now - _modified(temp) > STALE_TEMP_SECONDS:
             _remove_file(temp)
     total = tree_size(root)
     doomed = sorted((e for e in entries if e.problem not in (None, NOT_AN_ENTRY)), key=lambda e: e.used)

@@ -26,7 +26,7 @@ PARALLEL_THRESHOLD = 1 << 15
 def _default_threads() -> int:
     env = os.environ.get("EXPRGEN_NUM_THREADS")
     if env:
-        if not env.strip().isdigit() or int(env) < 1:
+        if not env.strip().isdecimal() or not env.strip().isascii() or int(env) < 1:
             raise ValueError(f"EXPRGEN_NUM_THREADS must be a positive integer, got {env!r}")
         return int(env)
     try:
@@ -149,10 +149,15 @@ def cache_dir() -> str:
     """The user cache directory, absolute: a relative EXPRGEN_CACHE_DIR is taken from the working directory
     exprgen was imported in, not from whatever directory the process has moved to since (a second cache)."""
     wanted = os.environ.get("EXPRGEN_CACHE_DIR")
-    return os.path.join(_IMPORTED_IN, wanted) if wanted else os.path.join(os.path.expanduser("~"), ".cache", "exprgen")
+    if not wanted:
+        return os.path.join(os.path.expanduser("~"), ".cache", "exprgen")
+    return wanted if os.path.isabs(wanted) or _IMPORTED_IN is None else os.path.join(_IMPORTED_IN, wanted)
 
 
-_IMPORTED_IN = os.getcwd()
+try:
+    _IMPORTED_IN = os.getcwd()
+except OSError:   # the working directory was removed: a relative cache directory is then taken as it comes
+    _IMPORTED_IN = None
 
 
 def prebuilt_dirs() -> list[str]:

@@ -286,6 +286,7 @@ def test_comparing_with_none_and_the_arrays_asarray_refuses_or_unwraps(tmp_path)
     np.testing.assert_array_equal((None == a).numpy(), None == xs)  # noqa: E711
     with pytest.raises(TypeError, match="mask"):
         ex.asarray(np.ma.masked_array([1.0, 2.0], mask=[False, True]))
+    assert ex.asarray(np.ma.masked_array([1.0, 2.0])).numpy().tolist() == [1.0, 2.0]   # nothing masked
     mapped = np.memmap(tmp_path / "data", dtype=np.float64, mode="w+", shape=(3,))
     mapped[:] = [1.0, 2.0, 3.0]
     read = ex.asarray(mapped).numpy()   # a subclass is read in place, as a plain ndarray (np.asarray's rule)
@@ -312,7 +313,17 @@ def test_thread_settings():
     ex.set_num_threads(previous)
 
 
-@pytest.mark.parametrize("value", ["abc", "0"])
+def test_exprgen_imports_in_a_removed_working_directory(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = (f"import os; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); import numpy as np, exprgen as ex; "
+              "print(float((ex.asarray(np.ones(3)) * 2).sum()))")
+    env = dict(os.environ, EXPRGEN_CACHE_DIR=str(tmp_path / "cache"))
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout.strip() == "6.0", run.stderr
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "\u00b2"])
 def test_a_bad_thread_count_in_the_environment_is_named(value, tmp_path):
     script = "import numpy as np, exprgen as ex; ex.sigmoid(ex.asarray(np.ones(100000))).numpy()"
     env = dict(os.environ, EXPRGEN_NUM_THREADS=value, EXPRGEN_CACHE_DIR=str(tmp_path))

@@ -113,7 +113,8 @@ def test_integer_means_accumulate_in_float64_as_numpy_does():
             np.testing.assert_allclose(got, want, rtol=1e-15, err_msg=f"{name} {xs.dtype}")
     xs = np.array([1, 2, 4], np.int64)
     assert ex.mean(ex.asarray(xs), dtype=np.float32).dtype == np.float32
-    np.testing.assert_allclose(ex.var(ex.asarray(xs), dtype=np.float32).numpy(), np.var(xs, dtype=np.float32), rtol=1e-6)
+    np.testing.assert_allclose(ex.var(ex.asarray(xs), dtype=np.float32).numpy(), np.var(xs, dtype=np.float32),
+                               rtol=1e-6)
 
 
 def test_numpy_reduction_functions_call_the_array_methods():
@@ -126,6 +127,9 @@ def test_numpy_reduction_functions_call_the_array_methods():
         assert isinstance(got, ex.Array), f.__name__
         np.testing.assert_allclose(got.numpy(), f(xs), rtol=1e-15, err_msg=f.__name__)
     np.testing.assert_allclose(np.std(a, axis=0, ddof=1).numpy(), np.std(xs, axis=0, ddof=1), rtol=1e-15)
+    with pytest.raises(TypeError):   # NumPy's positional dtype is not taken for out
+        a.sum(0, np.float64)
+    assert ex.mean(ex.asarray(np.array([1, 2, 4])), dtype=np.int64).numpy() == np.mean([1, 2, 4], dtype=np.int64)
     out = np.empty(2)
     assert np.sum(a, axis=1, out=out) is out
     np.testing.assert_array_equal(out, xs.sum(1))
