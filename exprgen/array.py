@@ -54,18 +54,23 @@ _realize_module = None
 # logged with float() or .numpy()) keeps its expression for later uses instead of becoming a buffer leaf:
 # the gradient walks back through that expression. Outside, the buffer is what later uses read (a realised
 # array never recomputes, and holds no graph alive): leaving the outermost trace lets those expressions go.
-_traces = threading.local()
+class _Traces(threading.local):
+    depth = 0   # a class default, as every thread starts untraced: a missing attribute costs an exception
+    computed: list   # weak references to the Arrays computed during the outermost trace
+
+
+_traces = _Traces()
 
 
 def tracing_depth() -> int:
-    return getattr(_traces, "depth", 0)
+    return _traces.depth
 
 
 @contextlib.contextmanager
 def tracing():
-    if not tracing_depth():
-        _traces.computed = []   # weak references to the Arrays computed during the trace
-    _traces.depth = tracing_depth() + 1
+    if not _traces.depth:
+        _traces.computed = []
+    _traces.depth += 1
     try:
         yield
     finally:
@@ -183,8 +188,12 @@ class Array:
         if self._value is None:
             if node.op is BUFFER:
                 self._value = np.asarray(node.buffer)
-            else:
-                self._set_value(_realize().evaluate((node,))[0])
+            else:   # _set_value inlined: this is the warm path of every small evaluation
+                self._value = _realize().evaluate((node,))[0]
+                if _traces.depth:
+                    _traces.computed.append(weakref.ref(self))
+                elif self._make_node is None:
+                    self._node = None
         return self._value
 
     def _set_value(self, value: np.ndarray) -> None:
@@ -192,7 +201,7 @@ class Array:
         must not hold its graph's inputs alive (each its batch). While a gradient is traced the expression
         stays, for the gradient to walk back through."""
         self._value = value
-        if tracing_depth():
+        if _traces.depth:
             _traces.computed.append(weakref.ref(self))
         else:
             self._release_expression()
@@ -208,7 +217,7 @@ class Array:
         node = self._node
         if node is None:
             node = self._node = self._make_node() if self._make_node is not None else graph.buffer(self._value)
-        elif self._value is not None and node.op is not BUFFER and self._make_node is None and not tracing_depth():
+        elif self._value is not None and node.op is not BUFFER and self._make_node is None and not _traces.depth:
             node = self._node = graph.buffer(self._value)
         return node
 
