@@ -188,12 +188,8 @@ class Array:
         if self._value is None:
             if node.op is BUFFER:
                 self._value = np.asarray(node.buffer)
-            else:   # _set_value inlined: this is the warm path of every small evaluation
-                self._value = _realize().evaluate((node,))[0]
-                if _traces.depth:
-                    _traces.computed.append(weakref.ref(self))
-                elif self._make_node is None:
-                    self._node = None
+            else:
+                self._set_value(_realize().evaluate((node,))[0])
         return self._value
 
     def _set_value(self, value: np.ndarray) -> None:
@@ -208,17 +204,16 @@ class Array:
 
     def _release_expression(self) -> None:
         node = self._node
-        if node is not None and node.op is not BUFFER and self._make_node is None and self._value is not None:
+        if node is not None and node.op is not BUFFER and self._make_node is None:
             self._node = None
 
     def _graph_node(self) -> Node:
-        """The node later expressions build on: once computed, the value's buffer (never recompute); an
-        Array made with its value (``_of_value``) keeps the node made for it, the graph gradients follow."""
+        """The node later expressions build on: once computed (its expression released), the value's buffer
+        (never recompute); an Array made with its value (``_of_value``) keeps the node made for it, the graph
+        gradients follow."""
         node = self._node
         if node is None:
             node = self._node = self._make_node() if self._make_node is not None else graph.buffer(self._value)
-        elif self._value is not None and node.op is not BUFFER and self._make_node is None and not _traces.depth:
-            node = self._node = graph.buffer(self._value)
         return node
 
     def __array__(self, dtype=None, copy=None):

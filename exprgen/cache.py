@@ -133,8 +133,8 @@ def examine(paths: dict[str, str], key: str, owners: set[int], links: bool = Fal
     if not isinstance(meta, dict) or meta.get("key") != key:
         return "metadata describes another kernel", None
     try:
-        # Not through a link (it could name any library of yours), and the file whose bytes are checked,
-        # not whatever the path names afterwards.
+        # Not through a link where none belongs (it could name any library of yours), and the file whose
+        # bytes are checked, not whatever the path names afterwards.
         flags = os.O_RDONLY | os.O_CLOEXEC | (0 if links else os.O_NOFOLLOW)
         with os.fdopen(os.open(paths["binary"], flags), "rb") as f:
             st = os.fstat(f.fileno())

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import dtypes, graph
 from .array import Array, asarray, check_device
-from .functions import broadcast_to, reshape
+from .functions import broadcast_to, reshape, shape_argument
 
 _MAX_BYTES = 2**63 - 1   # NumPy's limit on an array's size in bytes (the largest intp)
 
@@ -50,11 +50,7 @@ def _check_size(shape: tuple[int, ...], dtype: np.dtype) -> None:
 
 def _shape(shape, dtype: np.dtype) -> tuple[int, ...]:
     """A shape from an int or a sequence of ints, refused as NumPy refuses it."""
-    sizes = (shape,) if isinstance(shape, (int, np.integer)) else shape
-    try:
-        result = tuple(operator.index(n) for n in sizes)
-    except TypeError:
-        raise TypeError(f"expected a sequence of integers or a single integer for a shape, got {shape!r}") from None
+    result = shape_argument(shape)
     if any(n < 0 for n in result):
         raise ValueError(f"negative dimensions are not allowed (shape {result})")
     _check_size(result, dtype)

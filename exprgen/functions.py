@@ -198,21 +198,20 @@ def _view(x, *steps) -> Array:
     return Array(graph.view(_node(x), tuple(steps)))
 
 
-def _shape(shape) -> tuple[int, ...]:
+def shape_argument(shape) -> tuple[int, ...]:
     """A shape argument as NumPy takes it: an integer (NumPy's integers too) or a sequence of them; a float
-    is refused, as NumPy does, not truncated."""
-    if hasattr(shape, "__index__"):
-        return (operator.index(shape),)
+    is refused, as NumPy does, not truncated. (Creation functions check the sizes besides.)"""
+    sizes = (shape,) if hasattr(shape, "__index__") else shape
     try:
-        return tuple(operator.index(n) for n in shape)
+        return tuple(operator.index(n) for n in sizes)
     except TypeError:
-        raise TypeError(f"a shape is an integer or a sequence of integers, not {shape!r}") from None
+        raise TypeError(f"expected a sequence of integers or a single integer for a shape, got {shape!r}") from None
 
 
 def reshape(x, /, shape, *, copy=None) -> Array:
     """A view with a new shape (one dimension may be -1). ``copy=True``: a copy, made when the result is
     computed; ``copy=False``: ValueError when the array is a buffer that no strides can view so."""
-    shape = _shape(shape)
+    shape = shape_argument(shape)
     node = _node(x)
     if copy is False and node.op is graph.BUFFER:
         node.buffer.reshape(shape, copy=False)   # NumPy's ValueError when that would copy

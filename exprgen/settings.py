@@ -26,9 +26,13 @@ PARALLEL_THRESHOLD = 1 << 15
 def _default_threads() -> int:
     env = os.environ.get("EXPRGEN_NUM_THREADS")
     if env:
-        if not env.strip().isdecimal() or not env.strip().isascii() or int(env) < 1:
+        try:
+            count = int(env)
+        except ValueError:
+            count = 0
+        if count < 1:
             raise ValueError(f"EXPRGEN_NUM_THREADS must be a positive integer, got {env!r}")
-        return int(env)
+        return count
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
