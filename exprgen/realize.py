@@ -48,6 +48,7 @@ class Step:
     shape: object            # cffi int64_t[] (sizes are arguments, fixed per plan)
     strides: object          # cffi int64_t[]
     arrays: tuple[int, ...]  # registers: inputs then outputs
+    inputs: int              # how many of them are inputs
     scalars: tuple[int, ...]
     scalar_format: str
     parallel: bool
@@ -115,6 +116,8 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
     # An index leaf has no memory to hand back: one asked for as a result is computed into a buffer.
     rewritten = tuple(graph.apply("astype", r, params=(r.dtype.name,)) if r.op is INDEX else r for r in rewritten)
     kernels = schedule(rewritten)
+    if out is not None:
+        kernels = _sinks_last(kernels)
     registers: dict[int, int] = {id(leaf): i for i, leaf in enumerate(leaves)}
     constants: list = []
     layouts: dict[int, tuple[tuple, tuple]] = {}
@@ -187,6 +190,21 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
                 parallel=any(step.parallel for step in steps), copies=any(copy is not False for _, copy in results))
 
 
+def _sinks_last(kernels: list[Kernel]) -> list[Kernel]:
+    """The kernels whose outputs no other kernel reads after the rest, the order otherwise kept (a sink
+    feeds nobody, so nothing waits on it). An out= buffer is often an input as well, the optimiser's
+    ``eval(w - lr * g, loss(w), out=[w, l])``: every kernel that reads ``w`` then runs before the one that
+    overwrites it, and the update stays in place (``_in_place_unsafe`` checks each call)."""
+    read = set()
+    for kernel in kernels:
+        for node in kernel.inputs:
+            while node.op is VIEW:
+                node = node.src[0]
+            read.add(id(node))
+    feeds = [any(id(o) in read for o in kernel.outputs) for kernel in kernels]
+    return [k for k, f in zip(kernels, feeds) if f] + [k for k, f in zip(kernels, feeds) if not f]
+
+
 def _value_key(value) -> tuple:
     return (type(value), repr(value))
 
@@ -209,7 +227,7 @@ def _make_step(kernel: Kernel, registers: dict, layouts: dict, owned: set[int]) 
     flat = [s for per_array in strides for s in per_array]
     return Step(function=entry.function, total=total, ndim=len(strides[0]) if strides else 1,
                 shape=cpu.ffi.new("int64_t[]", shape), strides=cpu.ffi.new("int64_t[]", flat or [0]),
-                arrays=tuple(registers[id(n)] for n in arrays), scalars=tuple(registers[id(n)] for n in kernel.scalars),
+                arrays=tuple(registers[id(n)] for n in arrays), inputs=len(kernel.inputs), scalars=tuple(registers[id(n)] for n in kernel.scalars),
                 scalar_format="<" + "".join(_SCALAR_FORMAT[type(n.arg)] for n in kernel.scalars),
                 parallel=math.prod(kernel.shape) >= settings.PARALLEL_THRESHOLD, reasons=list(kernel.reasons),
                 summary=summary, key=entry.key, tier=entry.tier, source_path=entry.path[:-3] + ".cpp", source=source)
@@ -349,16 +367,38 @@ def _check_out(roots: tuple[Node, ...], out):
     return out
 
 
-def _overlaps_inputs(out: list[np.ndarray], leaves: list[Node]) -> bool:
-    """An out= buffer that shares memory with an input, other than element for element, is unsafe."""
-    for buf in out:
-        for leaf in leaves:
+def _in_place_unsafe(out: list[np.ndarray], launch: _Launch) -> bool:
+    """Would writing straight into ``out`` change an input before everything that reads it has read it?
+
+    An out= buffer that shares memory with an input other than element for element always would. One
+    that is the input, element for element, is safe in the kernel that writes it (each element is read
+    before it is written), but not where a later kernel, or a later result copied out at the end, reads
+    that input again."""
+    plan = launch.plan
+    for i, buf in enumerate(out):
+        for slot, leaf in enumerate(launch.leaves):
             if leaf.op is BUFFER and np.may_share_memory(buf, leaf.buffer):
                 same = (_address(buf) == leaf.address and buf.strides == leaf.buffer.strides
                         and buf.shape == leaf.shape)
-                if not same:
+                if not same or _read_after_written(plan, slot, i):
                     return True
     return False
+
+
+def _read_after_written(plan: Plan, register: int, root_index: int) -> bool:
+    """Is ``register`` read after result ``root_index`` is written into its out= buffer? A result is
+    written by the step whose output it is, or else copied in after all steps, in the order of results."""
+    result = plan.results[root_index][0]
+    allocated = {r for r, _, _, index, _ in plan.allocations if index == root_index}
+    written = len(plan.steps) + root_index
+    for position, step in enumerate(plan.steps):
+        if result in allocated and result in step.arrays[step.inputs:]:
+            written = position
+            break
+    later_steps = plan.steps[written + 1:]
+    later_copies = plan.results[max(written - len(plan.steps) + 1, 0):]
+    return (any(register in step.arrays[:step.inputs] for step in later_steps)
+            or any(r == register for r, _ in later_copies))
 
 
 _exact_ops: dict[tuple[str, np.dtype], bool] = {}
@@ -439,9 +479,12 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
         for buf, value in zip(out, values):
             np.copyto(buf, value)
         return out
-    if out is not None and _overlaps_inputs(out, way.leaves):
+    if out is not None and _in_place_unsafe(out, way):
         # Computed apart, then copied in. Not by this plan: it writes through the out= buffers' strides.
-        for buf, value in zip(out, evaluate(roots)):
+        # A value may be an input itself (a root that is a leaf): copied first, or an earlier copy-in
+        # would change it.
+        values = [np.array(v) if any(np.may_share_memory(v, buf) for buf in out) else v for v in evaluate(roots)]
+        for buf, value in zip(out, values):
             np.copyto(buf, value)
         return out
     return _run(way, out)

@@ -99,6 +99,56 @@ def test_out_may_be_the_input_itself(x):
     np.testing.assert_array_equal(interleaved[::2], evens)
 
 
+@pytest.mark.parametrize("n", [3, 5_000_000])
+def test_out_may_be_an_input_of_every_result_in_a_multi_result_eval(n):
+    """The optimiser's step: update in place and return the loss of the old value. Results are separate
+    kernels, so the update must run after every kernel that reads the old value (or be staged)."""
+    w0 = np.arange(1.0, n + 1.0)
+    w, loss = w0.copy(), np.empty(())
+    W, G = ex.asarray(w), ex.asarray(np.ones(n))
+    ex.eval(W - 0.5 * G, (W * W).sum(), out=[w, loss])
+    np.testing.assert_array_equal(w, w0 - 0.5)
+    np.testing.assert_allclose(loss, (w0 * w0).sum(), rtol=1e-12)
+    x, top = w0.copy(), np.empty(())
+    X = ex.asarray(x)
+    ex.eval(X * 2, X.max(), out=[x, top])
+    assert top == w0.max() and np.array_equal(x, w0 * 2)
+    x, total = w0.copy(), np.empty(())
+    X = ex.asarray(x)
+    ex.eval(X.sum(), X * 2, out=[total, x])   # the reader listed first: the same answer
+    np.testing.assert_allclose(total, w0.sum(), rtol=1e-12)
+    np.testing.assert_array_equal(x, w0 * 2)
+
+
+def test_out_that_is_an_input_returned_as_another_result_keeps_the_input_s_old_value():
+    x0 = np.arange(6.0)
+    x, y = x0.copy(), np.empty(6)
+    X = ex.asarray(x)
+    ex.eval(X * 2, X, out=[x, y])
+    np.testing.assert_array_equal(x, x0 * 2)
+    np.testing.assert_array_equal(y, x0)
+
+
+@pytest.mark.parametrize("view", ["transpose", "reshaped transpose", "reversed"])
+def test_out_at_an_input_s_address_with_other_strides_is_staged(view):
+    """Same first address, other strides: writing element i overwrites an element not yet read."""
+    a0 = np.arange(12.0).reshape(3, 4) if view != "reshaped transpose" else np.arange(16.0).reshape(4, 4)
+    a = a0.copy()
+    source = {"transpose": lambda a: a.T, "reshaped transpose": lambda a: a.T.reshape(4, 4).T.T,
+              "reversed": lambda a: a[::-1, ::-1]}[view](a)
+    expected = np.array(source) + 1
+    target = a if source.shape == a.shape else a.reshape(source.shape)
+    extra = np.empty(())
+    ex.eval(ex.asarray(source) + 1, ex.asarray(source).sum(), out=[target, extra])
+    np.testing.assert_array_equal(target, expected)
+    assert extra == expected.sum() - expected.size
+    b = a0.copy()
+    single = {"transpose": b.T, "reshaped transpose": b.T, "reversed": b[::-1, ::-1]}[view]
+    expected = np.array(single) + 1
+    ex.eval(ex.asarray(single) + 1, out=b if single.shape == b.shape else b.reshape(single.shape))
+    np.testing.assert_array_equal(b if single.shape == b.shape else b.reshape(single.shape), expected)
+
+
 def test_a_graph_built_again_is_evaluated_under_the_options_of_the_moment():
     """A repeated graph skips planning, yet a change of backend, fast_math or rule set still counts."""
     x = ex.asarray(np.array([-1.0, 0.5, 2.0]))
