@@ -96,7 +96,7 @@ class Array:
     def _of_value(cls, value: np.ndarray, make_node) -> Array:
         """An Array of a known ``value`` whose node, ``make_node()``, is made only when an expression needs
         it (and then kept, as the graph gradients follow): reading an element (``float(x[3])``, indexing.py)
-        or comparing one (``x[3] > 0``, ``apply``) costs no graph work at all."""
+        costs no graph work at all."""
         array = cls(None, value)
         array._make_node = make_node
         return array
@@ -217,6 +217,12 @@ class Array:
         return node
 
     def __array__(self, dtype=None, copy=None):
+        if _traces.depth and self._depends_on_a_variable():
+            raise _TracedToNumpy("a value being differentiated (inside ex.grad, value_and_grad or vjp) cannot "
+                                 "become a NumPy array: NumPy would compute with its value, and the gradient "
+                                 "through it would be lost without a word. Keep it an exprgen Array (exprgen's "
+                                 "functions, NumPy's ufuncs and the functions listed in README's NumPy section "
+                                 "stay lazy), or take .numpy() explicitly for a constant (logging)")
         value = self.numpy()
         if dtype is not None and np.dtype(dtype) != value.dtype:
             if copy is False:
@@ -267,7 +273,45 @@ class Array:
 
         return standard_astype(self, dtype, copy=copy, device=device)
 
+    def _depends_on_a_variable(self) -> bool:
+        """Does this value's expression reach an argument being differentiated (``autodiff._variable``)?"""
+        stack, seen = [self._node] if self._node is not None else [], set()
+        while stack:
+            node = stack.pop()
+            if id(node) not in seen:
+                seen.add(id(node))
+                if node.memo.get("variable"):
+                    return True
+                stack.extend(node.src)
+        return False
+
     # -- NumPy interoperation: np.exp(array) stays lazy -------------------------------------------
+    def __array_function__(self, func, types, args, kwargs):
+        """NumPy's functions on Arrays: exprgen's own of the same name where it has one and the call fits its
+        signature (lazy, fused, differentiable), else NumPy's implementation, which calls the Array's methods
+        (np.sum, np.mean: lazy) or converts it to NumPy (computed). A value being differentiated refuses
+        that conversion: the gradient through it would be lost silently."""
+        if not all(issubclass(t, (Array, np.ndarray)) for t in types):
+            return NotImplemented
+        name = _LAZY_NUMPY_FUNCTIONS.get(func)
+        if name is not None:
+            own = getattr(self.__array_namespace__(), name)
+            try:
+                inspect.signature(own).bind(*args, **kwargs)
+            except TypeError:
+                pass   # a NumPy-only argument (np.sum(x, 0), np.std(x, ddof=1)): NumPy's way below
+            else:
+                return own(*args, **kwargs)
+        elif func is np.dot and _dot_is_matmul(args, kwargs):
+            return _matmul(*args)
+        try:
+            return func._implementation(*args, **kwargs)
+        except _TracedToNumpy:
+            raise TypeError(f"np.{func.__name__} has no lazy exprgen counterpart, and one of its arguments is being "
+                            f"differentiated: NumPy would compute it on the value and the gradient through it "
+                            f"would be lost. Write it with exprgen's functions (or NumPy's ufuncs, which stay "
+                            f"lazy), or wrap it in ex.custom_vjp with its own backward") from None
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if method != "__call__" or kwargs:
             return NotImplemented
@@ -303,6 +347,25 @@ def _logical_or_bitwise(logical: str, bitwise: str):
         return apply(logical if all(map(_is_bool, operands)) else bitwise, *operands)
     compute.__signature__ = _positional(*("self", "other")[:opdefs.get(logical).arity])
     return compute
+
+
+class _TracedToNumpy(TypeError):
+    """A value being differentiated asked to become a NumPy array."""
+
+
+# NumPy functions that exprgen has under the same name, with NumPy's meaning for the arguments both take.
+_LAZY_NUMPY_FUNCTIONS = {getattr(np, name): name for name in (
+    "all", "any", "argmax", "argmin", "argsort", "broadcast_arrays", "broadcast_to", "clip", "concatenate",
+    "count_nonzero", "diff", "empty_like", "expand_dims", "flip", "full_like", "max", "mean", "meshgrid", "min",
+    "moveaxis", "ones_like", "prod", "repeat", "reshape", "roll", "round", "sort", "squeeze", "stack", "std",
+    "sum", "swapaxes", "take", "take_along_axis", "tensordot", "tile", "transpose", "tril", "triu", "var",
+    "where", "zeros_like")}
+
+
+def _dot_is_matmul(args, kwargs) -> bool:
+    """np.dot is matmul for operands of one or two dimensions (inner product, matrix-vector, matrix)."""
+    return (len(args) == 2 and not kwargs
+            and all(isinstance(a, (Array, np.ndarray)) and 1 <= a.ndim <= 2 for a in args))
 
 
 def _matmul(a, b) -> Array:
@@ -483,32 +546,6 @@ def as_node(obj) -> Node:
     return asarray(obj)._node
 
 
-def _known(operand) -> bool:
-    """A Python scalar, or an Array of at most one element whose value is known and whose node is not made
-    (an element read from a computed array, a computed loss): NumPy computes ops over these at once."""
-    if type(operand) is Array:
-        return operand._node is None and operand._value.size <= 1
-    return dtypes.python_scalar_kind(operand) is not None
-
-
-def _now(name: str, operands: tuple, params: tuple) -> Array | None:
-    """``name`` over known elements (``x[3] > 0``), computed at once by NumPy where that is what a kernel
-    computes bit for bit (else None): loops over elements build no graph, compile and launch nothing."""
-    op = opdefs.get(name)
-    if op.is_reduction or len(operands) != op.arity:
-        return None   # the graph says what is wrong
-    dtype = op.result_dtype(tuple(o.dtype if type(o) is Array else type(o) for o in operands), params)
-    if not _realize().exact_in_numpy(op, dtype):
-        return None
-    values = [o._value if type(o) is Array else o for o in operands]
-    if dtype == dtypes.BOOL:   # comparisons and tests raise no floating-point warning: skip errstate's 1.4 us
-        value = np.asarray(op.numpy(*values, *params))
-    else:
-        with np.errstate(all="ignore"):   # a kernel does not warn either
-            value = np.asarray(op.numpy(*values, *params))
-    return Array._of_value(value, lambda: graph.apply(name, *map(as_node, operands), params=params))
-
-
 def apply(name: str, *operands, params: tuple = ()) -> Array:
     """Array for op ``name`` over Arrays, NumPy arrays or Python scalars (weakly typed)."""
     nodes = []
@@ -516,13 +553,11 @@ def apply(name: str, *operands, params: tuple = ()) -> Array:
         if type(operand) is not Array or operand._node is None:
             break
         nodes.append(operand._graph_node())
-    else:   # Arrays with nodes, the usual case: no element is known yet (_known), nothing to convert
+    else:   # Arrays with nodes, the usual case: nothing to convert
         # (a keyword after *nodes would cost a dict per op, so none where the default does)
         return Array(graph.apply(name, *nodes, params=params) if params else graph.apply(name, *nodes))
-    if all(map(_known, operands)) and Array in map(type, operands):
-        now = _now(name, operands, params)
-        if now is not None:
-            return now
+    # Even over elements read (x[3] > 50) the op waits for evaluation: computing it now would read the
+    # element's memory now, while every other expression reads it when computed (README, "Shared memory").
     nodes, strong = [], False
     for operand in operands:
         if type(operand) is Array:

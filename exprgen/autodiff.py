@@ -231,6 +231,7 @@ def _variable(array: Array) -> Array:
     it; outside, it holds nothing of that node's graph."""
     node = array._graph_node()
     leaf = graph.buffer(node.buffer if node.op is BUFFER else array.numpy())
+    leaf.memo["variable"] = True   # what may not become NumPy while traced (Array.__array__)
     if tracing_depth():
         leaf.memo["view_of"] = (node, ())
     return Array(leaf)

@@ -330,3 +330,43 @@ def test_backward_formulas_keep_python_scalars_weak():
     assert g.dtype == np.float32
     assert "float64" not in ex.explain(g)
     np.testing.assert_allclose(g.numpy(), 2 * np.linspace(-1, 1, 5, dtype=np.float32), rtol=1e-6)
+
+
+NUMPY_FUNCTIONS_ON_VARIABLES = {
+    "dot": (lambda X, w: (np.dot(X, w) ** 2).sum(), lambda X, w: 2 * X.T @ (X @ w)),
+    "concatenate": (lambda X, w: (np.concatenate([w, w * 2]) ** 2).sum(), lambda X, w: 10 * w),
+    "where": (lambda X, w: np.where(w > 0.5, w * w, 3 * w).sum(), lambda X, w: np.where(w > 0.5, 2 * w, 3.0)),
+    "stack": (lambda X, w: np.stack([w, w]).sum(axis=0).sum(), lambda X, w: np.full_like(w, 2.0)),
+    "tensordot": (lambda X, w: np.tensordot(X, w, axes=1).sum(), lambda X, w: X.sum(axis=0)),
+    "sum": (lambda X, w: np.sum(w * w, 0), lambda X, w: 2 * w),
+}
+
+
+@pytest.mark.parametrize("name", NUMPY_FUNCTIONS_ON_VARIABLES)
+def test_numpy_functions_on_a_differentiated_value_stay_differentiable(name):
+    """np.dot, np.concatenate, np.where, ... on an Array being differentiated gave a gradient of zeros."""
+    f, expected = NUMPY_FUNCTIONS_ON_VARIABLES[name]
+    rng = np.random.default_rng(3)
+    X, w = rng.random((5, 3)), rng.random(3)
+    g = ex.grad(lambda w: f(ex.asarray(X), w))(ex.asarray(w))
+    np.testing.assert_allclose(g.numpy(), expected(X, w), rtol=1e-12)
+
+
+@pytest.mark.parametrize("call", ["np.median(w)", "np.asarray(w).sum()", "np.percentile(w * 2, 50)",
+                                  "np.dot(w, np.ones((3, 3, 2)))"])
+def test_a_differentiated_value_refuses_to_become_numpy_with_the_function_named(call):
+    with pytest.raises(TypeError, match="differentiated") as info:
+        ex.grad(lambda w: ex.asarray(eval(call, {"np": np, "w": w})).sum())(ex.asarray(np.ones(3)))
+    if call != "np.asarray(w).sum()":
+        assert f"np.{call[3:call.index('(')]}" in str(info.value)
+
+
+def test_numpy_functions_outside_a_gradient_compute_as_before():
+    x = ex.asarray(np.arange(5.0))
+    assert np.median(x) == 2.0 and np.percentile(x, 50) == 2.0
+    captured = ex.asarray(np.arange(3.0))   # not differentiated: NumPy may compute on it inside grad too
+    g = ex.grad(lambda w: (w * float(np.median(captured))).sum())(ex.asarray(np.ones(3)))
+    np.testing.assert_array_equal(g.numpy(), [1.0, 1.0, 1.0])
+    lazy = np.concatenate([x, np.ones(2)])
+    assert isinstance(lazy, ex.Array) and lazy.numpy().tolist() == [0, 1, 2, 3, 4, 1, 1]
+    assert float(np.std(x, ddof=1)) == pytest.approx(np.std(np.arange(5.0), ddof=1))
