@@ -131,9 +131,10 @@ class Info:
         return [CPU]
 
     def default_dtypes(self, *, device=None) -> dict:
+        """The standard's default dtypes, but "complex floating": no complex dtype is supported, and naming
+        one that asarray refuses would fail later, far from here (the missing key says so where it is read)."""
         self._check_device(device)
-        return {"real floating": dtypes.FLOAT64, "complex floating": np.dtype(np.complex128),
-                "integral": dtypes.INT64, "indexing": dtypes.INT64}
+        return {"real floating": dtypes.FLOAT64, "integral": dtypes.INT64, "indexing": dtypes.INT64}
 
     def dtypes(self, *, device=None, kind=None) -> dict:
         """The supported dtypes by name, those of ``kind`` (as ``isdtype``'s) if given."""

@@ -163,7 +163,10 @@ def std(x, /, *, axis=None, correction=0.0, keepdims: bool = False, ddof=None, d
 
 def _shifted(x: Array, axis):
     """x minus its max along ``axis`` (kept as a size-1 axis), with infinite maxima replaced by 0 so that
-    a row of -inf gives -inf, not NaN (as scipy.special.logsumexp does)."""
+    a row of -inf gives -inf, not NaN (as scipy.special.logsumexp does). An empty axis has no max (NumPy's
+    max raises) and sums to 0, so nothing is taken out: logsumexp gives scipy's -inf."""
+    if _count(x, axis) == 0:
+        return x, 0
     top = max(x, axis=axis, keepdims=True)
     safe = apply("where", apply("isfinite", top), top, 0)
     return x - safe, safe

@@ -3,9 +3,10 @@
 - Basic indexing (ints, slices of any step, None, Ellipsis) is a view (``views.py``): lazy, no copy.
 - Reading an element of a computed array (every index an int: ``x[3]``, ``x[1, 2]``) takes a short path:
   a 0-d NumPy view of the buffer, as an Array whose graph leaf is made only if an expression needs it. An
-  exact op over such elements (``x[3] > 0``) is computed by NumPy at once (``array.apply``), and
-  ``realize.evaluate`` gives any graph of one-element exact nodes to NumPy. Array-agnostic code reads
-  elements in loops: that costs microseconds and never compiles or launches a kernel.
+  op over such elements (``x[3] > 0``) is lazy, as any other, so that it reads the memory when computed
+  (README, "Shared memory"), and ``realize.evaluate`` gives any graph of one-element exact nodes to NumPy.
+  Array-agnostic code reads elements in loops: that costs microseconds and never compiles or launches a
+  kernel.
 - Integer arrays and boolean masks (NumPy's advanced indexing, mixed with basic parts as NumPy mixes
   them) materialise: the array and the index arrays are computed, in one pass, NumPy indexes the value,
   and the result is a new leaf, so what is built on it is lazy and fuses again. A mask gives a shape that

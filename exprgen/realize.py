@@ -78,6 +78,7 @@ class Plan:
 
 _plans: dict[tuple, list[Plan]] = {}
 _MAX_PLANS = 4096
+_MAX_PLANS_PER_STRUCTURE = 16
 _rewriters: dict[tuple, Rewriter] = {}
 
 
@@ -252,7 +253,11 @@ def _find_plan(roots: tuple[Node, ...], out, options: tuple) -> _Launch:
         plan = build_plan(roots, leaves, out, options[0])
         if len(_plans) >= _MAX_PLANS:
             _plans.pop(next(iter(_plans)))
-        _plans.setdefault(key, []).append(plan)
+        # Plans for some values only are tried newest first and before the one plan for any value (better
+        # for their values); a structure keeps a bounded number of them.
+        plans = [plan, *_plans.get(key, ())]
+        _plans[key] = ([p for p in plans if p.sensitive][:_MAX_PLANS_PER_STRUCTURE - 1]
+                       + [p for p in plans if not p.sensitive][:1])
     return _Launch(plan, leaves)
 
 
@@ -404,15 +409,10 @@ def _read_after_written(plan: Plan, register: int, root_index: int) -> bool:
 _exact_ops: dict[tuple[str, np.dtype], bool] = {}
 
 
-def exact_in_numpy(op: opdefs.OpDef, dtype: np.dtype) -> bool:
-    """Does NumPy (the op's reference) compute ``op`` giving ``dtype`` on one element bit for bit as its
-    kernel does, with no rewrite to change it? Built-in ops held to 0 ULP (a reduction of one element gives
-    it back), unless fast-math or user rules are on."""
-    return not (rules.USER or settings.option("fast_math")) and _exact_op(op, dtype)
-
-
 def _exact_op(op: opdefs.OpDef, dtype: np.dtype) -> bool:
-    """``exact_in_numpy`` but for the options; remembered, as an op's definition never changes."""
+    """Does NumPy (the op's reference) compute ``op`` giving ``dtype`` on one element bit for bit as its kernel
+    does? Built-in ops held to 0 ULP (a reduction of one element gives it back). Remembered, as an op's
+    definition never changes; the options (fast-math, user rules) are the caller's to check."""
     known = _exact_ops.get((op.name, dtype))
     if known is None:
         inexact = op.ulp and op.tolerance_ulp(dtype) and not op.is_reduction

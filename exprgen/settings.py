@@ -1,7 +1,8 @@
 """User settings: threads, backend, cache location and deployment switches, from the environment or code.
 
 Environment variables (all optional):
-  EXPRGEN_NUM_THREADS   threads for large arrays (default: the CPUs this process may use)
+  EXPRGEN_NUM_THREADS   threads for large arrays (default: the CPUs this process may use; at most
+                        MAX_THREADS_PER_CPU times as many, see ``_capped``)
   EXPRGEN_BACKEND       "cpu" (compiled C++, the default) or "numpy" (the reference interpreter); read
                         at import, ex.config(backend=...) changes it later
   EXPRGEN_CACHE_DIR     kernel cache directory (default ~/.cache/exprgen)
@@ -18,36 +19,62 @@ import contextlib
 import operator
 import os
 import threading
+import warnings
 
 # Below this many elements a kernel runs on one thread: waking a team costs more than it saves.
 PARALLEL_THRESHOLD = 1 << 15
 
 
-def _default_threads() -> int:
-    env = os.environ.get("EXPRGEN_NUM_THREADS")
-    if env:
-        try:
-            count = int(env)
-        except ValueError:
-            count = 0
-        if count < 1:
-            raise ValueError(f"EXPRGEN_NUM_THREADS must be a positive integer, got {env!r}")
-        return count
+# More threads than CPUs only queue for one, and an OpenMP team of thousands fails to start (libgomp's
+# "Thread creation failed" at 60000, a crash at 100000): a count over this many per CPU is cut down.
+MAX_THREADS_PER_CPU = 4
+
+
+def _usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
 
 
+def _capped(count: int, asked_by: str) -> int:
+    """``count`` threads, or MAX_THREADS_PER_CPU per usable CPU where it asks for more. A warning, not an
+    error: the count changes the speed, never the values (an element or row is computed the same way on
+    any thread), and a count tuned on a large machine should still run where fewer CPUs are available. A
+    few per CPU stay allowed, for whoever measures oversubscription."""
+    cpus = _usable_cpus()
+    cap = MAX_THREADS_PER_CPU * cpus
+    if count <= cap:
+        return count
+    warnings.warn(f"{asked_by} asks for {count} threads; using {cap} ({MAX_THREADS_PER_CPU} per CPU, of the {cpus} "
+                  f"this process may use): more would only wait for a CPU, and too many fail to start",
+                  RuntimeWarning, stacklevel=4)
+    return cap
+
+
+def _default_threads() -> int:
+    env = os.environ.get("EXPRGEN_NUM_THREADS")
+    if not env:
+        return _usable_cpus()
+    try:
+        count = int(env)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"EXPRGEN_NUM_THREADS must be a positive integer, got {env!r}")
+    return _capped(count, "EXPRGEN_NUM_THREADS")
+
+
 def _checked_threads(n) -> int:
-    """``n`` as a Python int (NumPy integers too, as anything with ``__index__``) when it is at least 1."""
+    """``n`` as a Python int (NumPy integers too, as anything with ``__index__``) when it is at least 1,
+    capped as ``_capped`` says."""
     try:
         count = operator.index(n)
     except TypeError:
         count = None
     if count is None or isinstance(n, bool) or count < 1:
         raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
-    return count
+    return _capped(count, "the thread count")
 
 
 _state = threading.local()
@@ -65,7 +92,7 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Threads that large kernels use from now on (in this process)."""
+    """Threads that large kernels use from now on (in this process); at most MAX_THREADS_PER_CPU per CPU."""
     global _global_threads
     _global_threads = _checked_threads(n)
 

@@ -396,8 +396,8 @@ def test_reading_ten_thousand_elements_compiles_and_launches_nothing():
 
 
 def test_one_element_expressions_computed_by_numpy_are_bit_identical_to_kernels():
-    """Exact ops on one element are computed by NumPy: at once over elements read from a computed array,
-    at evaluation over a graph of one-element nodes. The same ops over whole arrays run in a kernel."""
+    """Exact ops on one element (elements read from a computed array, or a graph of one-element nodes) are
+    computed by NumPy at evaluation. The same ops over whole arrays run in a kernel."""
     xs = np.array([1.5, -0.0, 0.0, np.inf, -np.inf, np.nan, 3e-45, 7.0, -2.5, 1e38], np.float32)
     ys = np.array([0.0, -0.0, 2.0, np.inf, 3.0, 1.0, 2.0, -3.0, 0.5, 10.0], np.float32)
     x, y = ex.asarray(xs), ex.asarray(ys)
