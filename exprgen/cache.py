@@ -6,13 +6,24 @@ nothing time-, path- or process-dependent, so two processes building the same ke
 On disk (``$EXPRGEN_CACHE_DIR`` or ``~/.cache/exprgen``, mode 0700) each entry is
 ``cpu/<k[:2]>/<k>.so`` with ``<k>.cpp`` (the source) and ``<k>.json`` (checksums and summary) beside it.
 A binary is published with a temp file and ``os.replace``; the metadata is written last and is the
-commit mark. A per-key ``flock`` means two processes never compile the same kernel twice. Loading
-verifies the checksum (a truncated or corrupted file is rebuilt, never loaded) and refuses a binary not
-owned by the user or writable by others, or reached through a link (loading a .so runs its code); lock
-files are opened without following links or truncating. A cache directory that is not yours, that others
-can write in, or that cannot be written falls back to a private temporary one (removed at exit), with one
-warning saying which; a read-only one of yours (a cache shipped in an image) is still searched, as is one
-where a shard cannot be written.
+commit mark. A per-key ``flock`` means two processes never compile the same kernel twice; a process that
+waits for it longer than ``LOCK_WAIT_SECONDS`` (the holder is stopped or hung: a dead one releases it)
+compiles the kernel privately instead, without publishing it, and says so once. Lock files are opened
+without following links or truncating, and a lock taken is checked to still be the file at its path (a
+prune may remove an unheld one).
+
+Trust (loading a .so runs its code): an entry is loaded only when every directory from its tier root down
+to its shard is owned by you (a prebuilt tier: you or root), writable by no one else and, below the root,
+not a link; when its key is the hash of the source stored beside it, that source is the one asked for, and
+the compiler identity its metadata records (so a binary filed under another kernel's key, whose argument
+layout may differ, is never launched); and when its binary, owned by you (or root) and writable by no one
+else, matches the checksum in the metadata. The checksum and key only catch damage and mix-ups: whoever
+can write a tier's directories can forge all three, which is why such tiers are refused, with a warning.
+A binary that passes and still cannot be loaded is corrupt too: the user cache's is uncommitted and
+rebuilt once. A cache directory that is not yours, that others can write in, or that cannot be written
+falls back to a private temporary one (removed at exit), with one warning saying which; a read-only one of
+yours (a cache shipped in an image) is still searched, as is one where a shard cannot be written. So does
+a full disk, whether Python or the compiler hits it.
 
 Tiers, searched in order after memory: the user cache, the directories of ``$EXPRGEN_PREBUILT_DIR``, and
 ``exprgen/_prebuilt`` when the package was installed with ``EXPRGEN_PREBUILD=1``. Prebuilt tiers are
@@ -42,6 +53,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -59,12 +71,27 @@ BACKEND_FILES = {"cpu": (".so", ".cpp"), "cuda": (".cubin", ".cu")}
 # compile_source(source path, binary path, target), where target is an ISA level or an sm_XX.
 BACKENDS = {"cpu": cpu, "cuda": cuda}
 PACKAGE_PREBUILT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_prebuilt")
-# Problems that mean someone else could have chosen the binary's code: warned about, never loaded.
-UNSAFE = ("not owned by you", "writable by others")
+# How long a process waits for another's per-key compile lock before compiling the kernel privately. A
+# compile takes well under a second; minutes mean the holder is stopped (Ctrl-Z, SIGSTOP) or hung.
+LOCK_WAIT_SECONDS = 120.0
 
 
 class NoCompileError(RuntimeError):
     pass
+
+
+class LockTimeout(RuntimeError):
+    """Another process has held a kernel's compile lock for ``LOCK_WAIT_SECONDS``."""
+
+
+class Unsafe(str):
+    """A problem meaning someone else could have chosen the binary's code: warned about, never loaded.
+    ``path``: the file or directory at fault (a directory's problem is every entry's under it)."""
+
+    def __new__(cls, problem: str, path: str):
+        self = super().__new__(cls, problem)
+        self.path = path
+        return self
 
 
 @dataclass
@@ -108,6 +135,15 @@ def prebuilt_dirs() -> list[str]:
     return settings.prebuilt_dirs() + ([PACKAGE_PREBUILT] if os.path.isdir(PACKAGE_PREBUILT) else [])
 
 
+def compute_key(backend: str, identity: str, source: str) -> str:
+    """What names a binary: the hash of the source and of everything else that decides the binary."""
+    digest = hashlib.sha256()
+    for part in (FORMAT_VERSION, backend, identity, source):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def entry_paths(tier_root: str, key: str, backend: str = "cpu") -> dict[str, str]:
     base = os.path.join(tier_root, backend, key[:2], key)
     binary, source = BACKEND_FILES[backend]
@@ -119,10 +155,38 @@ def trusted_owners(tier: str) -> set[int]:
     return {os.getuid()} if tier == "disk" else {os.getuid(), 0}
 
 
-def examine(paths: dict[str, str], key: str, owners: set[int], links: bool = False) -> tuple[str | None, dict | None]:
+def unsafe_directory(shard: str, owners: set[int]) -> str | None:
+    """Why the entries of ``shard`` (``<root>/<backend>/<k[:2]>``) cannot be trusted ("missing" when it is
+    absent), or None. The tier root (reached through a link or not: you named it) and each directory below
+    it must be owned by ``owners`` and writable by no one else, who could plant a binary with metadata and
+    source to match it; those below the root must not be links (to a directory that others may write)."""
+    backend_dir = os.path.dirname(shard)
+    for path, follow in ((os.path.dirname(backend_dir), True), (backend_dir, False), (shard, False)):
+        try:
+            st = os.stat(path, follow_symlinks=follow)
+        except OSError:
+            return "missing"
+        if stat.S_ISLNK(st.st_mode):
+            return Unsafe(f"its directory {path} is a link", path)
+        if not stat.S_ISDIR(st.st_mode):
+            return "missing"
+        if st.st_uid not in owners:
+            return Unsafe(f"its directory {path} is not owned by you{' or root' if 0 in owners else ''}", path)
+        if st.st_mode & 0o022:
+            return Unsafe(f"its directory {path} is writable by others (mode {st.st_mode & 0o777:o})", path)
+    return None
+
+
+def examine(paths: dict[str, str], key: str, owners: set[int], links: bool = False,
+            source: str | None = None) -> tuple[str | None, dict | None]:
     """(why the entry must not be loaded, or None when it is sound; its metadata when readable). ``links``:
     a binary may be a link (a prebuilt tree assembled from links, as Nix or Bazel make them); its target is
-    what is checked. The user cache never links."""
+    what is checked. The user cache never links. ``source``: the source the caller asked for, which the
+    stored one must be (else only the stored one's hash is checked against the key)."""
+    shard = os.path.dirname(paths["binary"])
+    problem = unsafe_directory(shard, owners)
+    if problem:
+        return problem, None
     try:
         with open(paths["meta"]) as f:
             meta = json.load(f)
@@ -133,6 +197,16 @@ def examine(paths: dict[str, str], key: str, owners: set[int], links: bool = Fal
     if not isinstance(meta, dict) or meta.get("key") != key:
         return "metadata describes another kernel", None
     try:
+        with open(paths["source"], encoding="utf-8") as f:
+            stored = f.read()
+    except (OSError, ValueError):
+        return "source missing", meta
+    if source is not None and stored != source:
+        return "source is another kernel's", meta
+    backend = os.path.basename(os.path.dirname(shard))
+    if not isinstance(meta.get("compiler"), str) or compute_key(backend, meta["compiler"], stored) != key:
+        return "key does not match its source and compiler", meta
+    try:
         # Not through a link where none belongs (it could name any library of yours), and the file whose
         # bytes are checked, not whatever the path names afterwards.
         flags = os.O_RDONLY | os.O_CLOEXEC | (0 if links else os.O_NOFOLLOW)
@@ -142,9 +216,9 @@ def examine(paths: dict[str, str], key: str, owners: set[int], links: bool = Fal
     except OSError:
         return "binary missing or a link", meta
     if st.st_uid not in owners:
-        return UNSAFE[0], meta
+        return Unsafe("not owned by you", paths["binary"]), meta
     if st.st_mode & 0o022:
-        return UNSAFE[1], meta
+        return Unsafe("writable by others", paths["binary"]), meta
     if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
         return "checksum mismatch", meta
     return None, meta
@@ -158,6 +232,7 @@ class KernelCache:
         self._refused: set[str] = set()
         self._recorded: set[str] = set()
         self._read_only: str | None = None   # the user cache, when it is yours but cannot be written
+        self._private: str | None = None     # where kernels whose lock another process holds are compiled
 
     @property
     def root(self) -> str:
@@ -176,18 +251,24 @@ class KernelCache:
 
     def _fall_back(self, wanted: str, problem: str) -> None:
         """Compile into a private temporary cache (removed at exit) from now on, saying why once."""
-        self._root = tempfile.mkdtemp(prefix="exprgen-cache-")
-        atexit.register(shutil.rmtree, self._root, True)
+        self._root = _temporary_cache()
         warnings.warn(f"exprgen: kernel cache {wanted} {problem}; compiling into the private temporary cache "
                       f"{self._root} for this process (set EXPRGEN_CACHE_DIR to choose another)",
                       RuntimeWarning, stacklevel=5)
 
+    def _private_root(self, timeout: LockTimeout) -> str:
+        """The private temporary cache for kernels whose lock another process holds, saying so once: not
+        the fallback root, since the user cache is still good for every other kernel."""
+        with self._root_lock:
+            if self._private is None:
+                self._private = _temporary_cache()
+                warnings.warn(f"exprgen: {timeout}; compiling it (and any other kernel locked so) privately "
+                              f"in {self._private} for this process, without publishing it",
+                              RuntimeWarning, stacklevel=5)
+        return self._private
+
     def key(self, source: str, backend: str = "cpu", identity: str | None = None) -> str:
-        digest = hashlib.sha256()
-        for part in (FORMAT_VERSION, backend, identity or cpu.identity(self.root), source):
-            digest.update(part.encode())
-            digest.update(b"\0")
-        return digest.hexdigest()
+        return compute_key(backend, identity or cpu.identity(self.root), source)
 
     def tiers(self) -> list[tuple[str, str]]:
         disk = [("disk", self.root)] + ([("disk", self._read_only)] if self._read_only else [])
@@ -219,6 +300,9 @@ class KernelCache:
         root = self.root
         try:
             compiled = self.build(root, key, source, summary)
+        except LockTimeout as exc:
+            root = self._private_root(exc)
+            compiled = self.build(root, key, source, summary)
         except OSError as exc:
             if exc.errno not in _CANNOT_WRITE:
                 raise
@@ -230,8 +314,15 @@ class KernelCache:
             compiled = self.build(root, key, source, summary)
         if not compiled:
             counters.count("cache_hit_disk")  # another process finished it while we waited for the lock
-        path = entry_paths(root, key)["binary"]
-        entry = Entry(key, cpu.load(path), "compiled" if compiled else "disk", path)
+        paths = entry_paths(root, key)
+        try:
+            function = cpu.load(paths["binary"])
+        except OSError as exc:
+            _remove(paths["meta"])   # uncommitted: the next run compiles it again, perhaps with a fixed compiler
+            raise cpu.CompileError(f"the compiler {cpu.compiler()} made {paths['binary']} from {paths['source']}, "
+                                   f"which cannot be loaded ({exc}): if it is a working C++ compiler, this is an "
+                                   f"exprgen bug; please report it") from None
+        entry = Entry(key, function, "compiled" if compiled else "disk", paths["binary"])
         self.memory[key] = entry
         return entry
 
@@ -256,7 +347,7 @@ class KernelCache:
                 counters.count("cache_hit_memory")
                 return entry
             for tier, root in tiers:
-                entry = self._load(tier, root, candidate, isa)
+                entry = self._load(tier, root, candidate, source, isa)
                 if entry is not None:
                     counters.count(f"cache_hit_{tier}")
                     self.memory[candidate] = entry
@@ -298,24 +389,35 @@ class KernelCache:
                 return f"  {os.path.dirname(path)} holds it, built for another setup: {differs}\n"
         return ""
 
-    def _load(self, tier: str, root: str, key: str, isa: str = cpu.NATIVE) -> Entry | None:
+    def _load(self, tier: str, root: str, key: str, source: str, isa: str = cpu.NATIVE) -> Entry | None:
         paths = entry_paths(root, key)
-        problem, _ = examine(paths, key, trusted_owners(tier), links=tier == "prebuilt")
-        if problem in UNSAFE:
-            if paths["binary"] not in self._refused:
-                self._refused.add(paths["binary"])
-                warnings.warn(f"exprgen: refusing kernel {paths['binary']}: {problem} (loading a library runs its "
-                              f"code); {'rebuilding it' if tier == 'disk' else 'skipping it'}",
-                              RuntimeWarning, stacklevel=5)
+        problem, _ = examine(paths, key, trusted_owners(tier), links=tier == "prebuilt", source=source)
+        next_step = "rebuilding it" if tier == "disk" else "skipping it"
+        if isinstance(problem, Unsafe):   # said once per file or directory at fault
+            what = (f"kernel {paths['binary']}" if problem.path == paths["binary"] else
+                    f"the kernels under {problem.path}, such as {paths['binary']}")
+            self._warn_once(problem.path, f"refusing {what}: {problem} (loading a library runs its code); {next_step}")
             return None
         if problem:
             return None  # absent, truncated or corrupted: rebuilt by the caller, never loaded
+        try:
+            function = cpu.load(paths["binary"])
+        except OSError as exc:   # its checksum matched, yet it is no library: a compiler wrote garbage
+            if tier == "disk":
+                _remove(paths["meta"])   # uncommitted, so the caller's build compiles it again
+            self._warn_once(paths["binary"], f"kernel {paths['binary']} cannot be loaded ({exc}); {next_step}")
+            return None
         if tier == "disk":
             try:
                 os.utime(paths["meta"])  # least-recently-used order for pruning
             except OSError:
                 pass
-        return Entry(key, cpu.load(paths["binary"]), tier, paths["binary"], isa)
+        return Entry(key, function, tier, paths["binary"], isa)
+
+    def _warn_once(self, path: str, message: str) -> None:
+        if path not in self._refused:
+            self._refused.add(path)
+            warnings.warn(f"exprgen: {message}", RuntimeWarning, stacklevel=6)
 
     def build(self, root: str, key: str, source: str, summary: str, isa: str = cpu.NATIVE,
               shared: bool = False, backend: str = "cpu") -> bool:
@@ -326,11 +428,12 @@ class KernelCache:
         shard = os.path.dirname(paths["binary"])
         os.makedirs(shard, mode=0o755 if shared else 0o700, exist_ok=True)
         owners = trusted_owners("prebuilt" if shared else "disk")
-        # Never truncating, never following a link: a planted <key>.lock -> somefile must not empty somefile.
-        lock = os.open(paths["lock"], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        problem = unsafe_directory(shard, owners)
+        if problem:   # what is written there would be refused (a shard linked elsewhere, say)
+            raise PermissionError(errno.EACCES, f"kernels written there would be refused: {problem}", shard)
+        lock = _lock(paths["lock"], key)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if examine(paths, key, owners)[0] is None:  # another process may have finished it meanwhile
+            if examine(paths, key, owners, source=source)[0] is None:  # another process may have finished it
                 return False
             self._compile(root, key, source, summary, paths, isa, shared, backend)
             return True
@@ -420,6 +523,42 @@ def read_manifest(path: str) -> list[dict]:
         raise ValueError(f"{path} is not an exprgen kernel manifest (format {MANIFEST_FORMAT}: "
                          f'{{"format": {MANIFEST_FORMAT}, "kernels": [{{id, backend, summary, source}}, ...]}})')
     return data["kernels"]
+
+
+def _lock(path: str, key: str) -> int:
+    """The descriptor of ``path``, flocked; LockTimeout after ``LOCK_WAIT_SECONDS`` held by another."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    pause = 0.005
+    while True:
+        # Never truncating, never following a link: a planted <key>.lock -> somefile must not empty somefile.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(f"kernel {key[:16]} has been locked by another process for "
+                                          f"{LOCK_WAIT_SECONDS:g} s ({path}; is one stopped or hung?)") from None
+                    time.sleep(pause)
+                    pause = min(2 * pause, 0.1)
+            mine, there = os.fstat(fd), os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:   # pruned between our open and stat: not the lock others take
+            there = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if there is not None and (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
+            return fd
+        os.close(fd)   # a prune removed the file we locked; lock the one at the path now
+
+
+def _temporary_cache() -> str:
+    """A new private cache directory, removed at exit."""
+    path = tempfile.mkdtemp(prefix="exprgen-cache-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def _remove(path: str) -> None:

@@ -108,25 +108,24 @@ def prebuild(args) -> int:
 def cache(args) -> int:
     from . import prebuild as pb
 
+    left = 0   # problems found and not fixed, or files that could not be removed: exit 1
     if args.action == "info":
         lines = pb.info_lines()
     elif args.action == "list":
         lines = pb.list_lines(args.limit)
     elif args.action == "verify":
         lines, left = pb.verify(args.fix)
-        print("\n".join(lines))
-        return 1 if left else 0
     elif args.action == "prune":
         try:
             limit = pb.parse_size(args.max_size)
         except ValueError as exc:
             print(f"exprgen cache prune: {exc}", file=sys.stderr)
             return 2
-        lines = pb.prune(limit)
+        lines, left = pb.prune(limit)
     else:
-        lines = pb.clear()
+        lines, left = pb.clear()
     print("\n".join(lines))
-    return 0
+    return 1 if left else 0
 
 
 def _positive(text: str) -> int:
@@ -179,9 +178,10 @@ def main(argv=None) -> int:
     q.add_argument("--limit", type=_positive, default=None, help="show at most this many")
     q = actions.add_parser("verify", help="check checksums, owners and permissions (exit 1 on problems)")
     q.add_argument("--fix", action="store_true", help="remove the bad entries (they are rebuilt when needed)")
-    q = actions.add_parser("prune", help="remove the least recently used entries down to a size")
+    q = actions.add_parser("prune", help="remove the least recently used entries down to a size (exit 1 if some "
+                                         "could not be removed)")
     q.add_argument("--max-size", required=True, help="e.g. 500M, 2G")
-    actions.add_parser("clear", help="remove every entry of the user cache")
+    actions.add_parser("clear", help="remove every entry of the user cache (exit 1 if some could not be removed)")
     p.set_defaults(run=cache)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -25,10 +25,11 @@ the NVRTC library but no GPU.
 
 from __future__ import annotations
 
-import hashlib
+import errno
+import fcntl
+import glob
 import os
 import re
-import shutil
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -41,8 +42,6 @@ from .backends import cpu, cuda
 from .cache import KernelCache, entry_paths, examine, read_manifest, trusted_owners
 from .kernelset import standard_set
 
-# A temp file younger than this may belong to a compile in progress; an older one was left by a crash.
-STALE_TEMP_SECONDS = 3600
 NOT_AN_ENTRY = "no entry"   # a lock file alone, or an entry being published right now
 
 
@@ -137,7 +136,7 @@ def _build_one(kernels: KernelCache, into: str, job: Job, target: Target, key: s
         return "skipped", ""  # checked without the lock first: re-running a prebuild writes nothing
     try:
         built = kernels.build(into, key, job.source, job.summary, target.arch, shared=True, backend=target.backend)
-    except cpu.CompileError as exc:
+    except (cpu.CompileError, cache.LockTimeout, OSError) as exc:   # OSError: a full disk, a refused directory
         return "failed", str(exc)
     return ("built" if built else "skipped"), ""
 
@@ -226,7 +225,8 @@ def _file_size(path: str) -> int:
 
 
 def scan(tier: str, root: str) -> tuple[list[Stored], list[str]]:
-    """(entries, temp files) under ``root``: every ``<backend>/<k[:2]>/<k>.*`` group, sound or not."""
+    """(entries, temp files) under ``root``: every ``<backend>/<k[:2]>/<k>.*`` group, sound or not, and the
+    ``.<k[:16]>.*`` files of compiles (running ones too: see ``compiling``)."""
     entries, temps = [], []
     for backend in cache.BACKEND_FILES:
         for shard in _listdir(os.path.join(root, backend)):
@@ -245,28 +245,60 @@ def scan(tier: str, root: str) -> tuple[list[Stored], list[str]]:
 def _stored(tier: str, root: str, backend: str, key: str) -> Stored:
     paths = entry_paths(root, key, backend)
     files = [p for p in paths.values() if os.path.lexists(p)]
-    problem, meta = examine(paths, key, trusted_owners(tier))
+    problem, meta = examine(paths, key, trusted_owners(tier), links=tier == "prebuilt")
     try:
         used = os.stat(paths["meta"]).st_mtime
     except OSError:
         used = max((os.lstat(p).st_mtime for p in files), default=0.0)
     if problem == "missing":
         content = os.path.lexists(paths["binary"]) or os.path.lexists(paths["source"])
-        problem = (NOT_AN_ENTRY if not content or time.time() - used < STALE_TEMP_SECONDS  # maybe publishing now
+        problem = (NOT_AN_ENTRY if not content or held(paths["lock"])   # held: being published now
                    else "incomplete: no metadata (an interrupted compile)")
-    elif problem is None:
-        problem = _source_problem(paths["source"], meta)
     return Stored(tier, root, backend, key, files, sum(_file_size(p) for p in files), meta, problem, used)
 
 
-def _source_problem(path: str, meta: dict) -> str | None:
+def held(lock: str) -> bool:
+    """Whether a process holds the compile lock ``lock`` now (every compile does, from its first temp file
+    to publishing; a killed one holds nothing). Asked by taking it without waiting, and letting it go."""
     try:
-        with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        return "source missing"
-    expected = meta.get("source_sha256")
-    return "source does not match its checksum" if expected and expected != digest else None
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def compiling(temp: str) -> bool:
+    """Whether the temp file ``temp`` (``.<k[:16]>.<random>.<suffix>``) belongs to a compile running now:
+    whether its key's lock is held. Any other is left by a killed compile, however young."""
+    prefix = glob.escape(os.path.basename(temp).split(".")[1])
+    return any(held(lock) for lock in glob.glob(os.path.join(glob.escape(os.path.dirname(temp)), prefix + "*.lock")))
+
+
+def remove_lock(lock: str) -> str | None:
+    """Delete a compile lock unless a compile holds it (then it stays, which is no failure); None, or why it
+    could not be removed. Taken first without waiting, so a holder's lock is never pulled from under it; a
+    process that opened it meanwhile sees it gone once it has it, and takes the one at the path."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            return exc.strerror or str(exc)
+        return _remove_file(lock)   # a planted link: no lock anyone takes (they never follow one)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return _remove_file(lock)
+    except BlockingIOError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def tree_size(root: str) -> int:
@@ -277,15 +309,12 @@ def tree_size(root: str) -> int:
 
 
 def remove_entry(entry: Stored) -> str | None:
-    """Delete an entry, metadata first (uncommitting it); None, or why it could not be removed."""
-    order = sorted(entry.files, key=lambda p: not p.endswith(".json"))
-    for path in order:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            return exc.strerror or str(exc)
+    """Delete an entry, metadata first (uncommitting it), its lock last (kept while a compile holds it);
+    None, or why it could not be removed."""
+    for path in sorted(entry.files, key=lambda p: (p.endswith(".lock"), not p.endswith(".json"))):
+        why = remove_lock(path) if path.endswith(".lock") else _remove_file(path)
+        if why:
+            return why
     return None
 
 
@@ -351,16 +380,17 @@ def list_lines(limit: int | None = None) -> list[str]:
 
 
 def verify(fix: bool) -> tuple[list[str], int]:
-    """(report lines, number of problems left). Checks every tier's checksums, ownership and modes;
-    ``fix`` removes bad entries and stale temp files wherever you may delete them."""
+    """(report lines, number of problems left). Checks every tier's checksums, keys, ownership and modes,
+    and loads each CPU binary that passed them; ``fix`` removes bad entries and the temp files of killed
+    compiles wherever you may delete them."""
     lines, left = [], 0
-    now = time.time()
     for tier, root in tier_dirs():
         entries, temps = scan(tier, root)
+        for entry in entries:
+            entry.problem = _load_problem(entry)
         checked = sum(1 for e in entries if e.problem != NOT_AN_ENTRY)
         bad = [(e.files[0], e.problem, e) for e in entries if e.problem not in (None, NOT_AN_ENTRY)]
-        bad += [(t, "temporary file left by an interrupted compile", None) for t in temps
-                if now - _modified(t) > STALE_TEMP_SECONDS]
+        bad += [(t, "temporary file left by an interrupted compile", None) for t in temps if not compiling(t)]
         lines.append(f"{root} ({'user cache' if tier == 'disk' else 'prebuilt'}): {checked} entries checked, "
                      f"{len(bad)} problem(s)")
         for path, problem, entry in bad:
@@ -375,32 +405,42 @@ def verify(fix: bool) -> tuple[list[str], int]:
     return lines, left
 
 
-def _modified(path: str) -> float:
-    """When ``path`` was last written; now when it is gone (a compile published or removed it meanwhile)."""
+def _load_problem(entry: Stored) -> str | None:
+    """Why a CPU entry that passed every check still cannot be loaded (a compiler that wrote garbage), or
+    its problem. Loading runs the library's code: only entries whose owners and modes are sound get here,
+    and only those built for an ISA this CPU runs (a library's initialisers may use its instructions)."""
+    if entry.problem is not None or entry.backend != "cpu" or entry.meta.get("isa") not in cpu.supported_isas():
+        return entry.problem
     try:
-        return os.lstat(path).st_mtime
-    except OSError:
-        return time.time()
+        cpu.load(entry_paths(entry.root, entry.key)["binary"])
+    except OSError as exc:
+        return f"cannot be loaded ({exc})"
+    return None
 
 
 def _remove_file(path: str) -> str | None:
+    """Delete ``path`` (a link itself, not what it names); None when it is gone, else why not."""
     try:
         os.remove(path)
+    except FileNotFoundError:
+        pass
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
 
 
-def prune(max_bytes: int) -> list[str]:
-    """Shrink the user cache to ``max_bytes``: first stale temp files and entries that could never be
-    loaded (damaged, refused), then the least recently used. Prebuilt tiers are read-only and left alone."""
+def prune(max_bytes: int) -> tuple[list[str], int]:
+    """Shrink the user cache to ``max_bytes``: first the temp files of killed compiles, the locks no entry
+    needs and entries that could never be loaded (damaged, refused), then the least recently used. Prebuilt
+    tiers are read-only and left alone. (report lines, number of entries that could not be removed)"""
     root = settings.cache_dir()
     entries, temps = scan("disk", root)
     before = tree_size(root)
-    now = time.time()
-    for temp in temps:   # left by a killed compile (as verify reports them): never an entry, only bytes
-        if now - _modified(temp) > STALE_TEMP_SECONDS:
-            _remove_file(temp)
+    killed = [t for t in temps if not compiling(t)]   # never an entry, only bytes (verify reports them)
+    killed = [t for t in killed if _remove_file(t) is None]
+    for entry in entries:   # a lock alone: a failed or killed compile's
+        if entry.problem == NOT_AN_ENTRY and entry.files and all(p.endswith(".lock") for p in entry.files):
+            remove_lock(entry.files[0])
     total = tree_size(root)
     doomed = sorted((e for e in entries if e.problem not in (None, NOT_AN_ENTRY)), key=lambda e: e.used)
     doomed += sorted((e for e in entries if e.problem is None), key=lambda e: e.used)
@@ -414,18 +454,50 @@ def prune(max_bytes: int) -> list[str]:
             continue
         total -= entry.size
         removed += 1
+    cleaned = f", {len(killed)} temporary files of interrupted compiles removed" if killed else ""
     return [f"{root}: {human_size(before)} -> {human_size(tree_size(root))} (limit {human_size(max_bytes)}), "
-            f"{removed} entries removed"] + refused
+            f"{removed} entries removed{cleaned}"] + refused, len(refused)
 
 
-def clear() -> list[str]:
-    """Empty the user cache of everything exprgen put there (nothing else: the directory may be shared)."""
+def clear() -> tuple[list[str], int]:
+    """Empty the user cache of everything exprgen put there (nothing else: the directory may be shared)
+    but the files of compiles running now. (report lines, number of paths that could not be removed)"""
     root = settings.cache_dir()
     size = tree_size(root) if os.path.isdir(root) else 0
+    failures = []
     for name in _listdir(root):
         path = os.path.join(root, name)
         if name in cache.BACKEND_FILES or name == "failed":
-            shutil.rmtree(path, ignore_errors=True)
+            failures += _empty(path)
         elif re.fullmatch(r"compiler-[0-9a-f]+\.json", name):
-            _remove_file(path)
-    return [f"{root}: cleared {human_size(size - (tree_size(root) if os.path.isdir(root) else 0))}"]
+            why = _remove_file(path)
+            failures += [f"  could not remove {path}: {why}"] if why else []
+    cleared = human_size(size - (tree_size(root) if os.path.isdir(root) else 0))
+    if failures:
+        return [f"{root}: cleared {cleared}, but {len(failures)} could not be removed:"] + failures, len(failures)
+    return [f"{root}: cleared {cleared}"], 0
+
+
+def _empty(top: str) -> list[str]:
+    """Remove the tree ``top``, bottom up, but the locks and temp files of compiles running now; a line for
+    each path that could not be removed."""
+    failures = []
+    for directory, dirs, names in os.walk(top, topdown=False,
+                                          onerror=lambda exc: failures.append(f"  could not read {exc.filename}: "
+                                                                              f"{exc.strerror}")):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(directory, d))]:
+            path = os.path.join(directory, name)
+            if name.endswith(".lock"):
+                why = remove_lock(path)
+            elif name.startswith(".") and compiling(path):
+                continue
+            else:
+                why = _remove_file(path)
+            if why:
+                failures.append(f"  could not remove {path}: {why}")
+        try:
+            os.rmdir(directory)
+        except OSError as exc:   # not empty: what is kept or could not be removed, reported above
+            if exc.errno not in (errno.ENOTEMPTY, errno.ENOENT):
+                failures.append(f"  could not remove {directory}: {exc.strerror}")
+    return failures

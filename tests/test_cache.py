@@ -7,6 +7,7 @@ Expressions are exact in float64 (x*2+1 with x = k/8), so results are compared w
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -168,6 +169,13 @@ def _garbage_binary(paths, shifted):
     paths["binary"].write_bytes(b"\x7fELF" + bytes(range(256)) * (size // 256))
 
 
+def _garbage_binary_with_its_checksum(paths, shifted):
+    # What a compiler that writes garbage leaves: loading it raised "file too short" on every run.
+    paths["binary"].write_bytes(b"not a library\n")
+    meta = json.loads(paths["meta"].read_text())
+    paths["meta"].write_text(json.dumps({**meta, "sha256": sha256(paths["binary"])}))
+
+
 def _truncate_meta(paths, shifted):
     text = paths["meta"].read_text()
     paths["meta"].write_text(text[: len(text) // 2])
@@ -181,8 +189,9 @@ def _meta_missing(paths, shifted):
     paths["meta"].unlink()
 
 
-@pytest.mark.parametrize("damage", [_truncate_binary, _another_kernels_binary, _garbage_binary, _truncate_meta,
-                                    _meta_not_an_object, _meta_missing], ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("damage", [_truncate_binary, _another_kernels_binary, _garbage_binary,
+                                    _garbage_binary_with_its_checksum, _truncate_meta, _meta_not_an_object,
+                                    _meta_missing], ids=lambda f: f.__name__.strip("_"))
 def test_damaged_entry_is_rebuilt_never_loaded(warm, tmp_path, damage):
     root, affine, shifted = copy_of(warm, tmp_path)
     damage(entry(affine), shifted)
@@ -223,6 +232,29 @@ report(ok=check({AFFINE!r}))
     assert sum(r["stats"]["cache_hits"]["disk"] for r in results) == 1
     assert len(binaries(root)) == 1
     assert_entry_sound(binaries(root).pop())
+
+
+def test_a_stopped_lock_holder_delays_a_compile_only_so_long(warm, tmp_path):
+    """A process stopped while holding a kernel's lock blocked every other one forever: now each waits
+    LOCK_WAIT_SECONDS, then compiles privately without publishing, saying so once."""
+    root = tmp_path / "cache"
+    locks = []
+    for binary in (warm["affine"], warm["shifted"]):   # keys are content: the same in a new cache
+        shard = root / "cpu" / binary.parent.name
+        shard.mkdir(parents=True, mode=0o700, exist_ok=True)
+        locks.append(open(shard / (binary.stem + ".lock"), "a"))
+        fcntl.flock(locks[-1], fcntl.LOCK_EX)   # held by this test process, which never lets go in time
+    root.chmod(0o700)
+    try:
+        result = run(f"import exprgen.cache\nexprgen.cache.LOCK_WAIT_SECONDS = 0.3\n"
+                     f"report(ok=check({AFFINE!r}) and check({SHIFTED!r}))", root)
+    finally:
+        for lock in locks:
+            lock.close()
+    assert result["ok"] and result["stats"]["compiles"] == 2
+    assert len(result["warnings"]) == 1 and "locked by another process for 0.3 s" in result["warnings"][0]
+    private = re.search(r"privately in (\S+) ", result["warnings"][0]).group(1)
+    assert not os.path.exists(private) and not binaries(root)
 
 
 # --- permissions ---------------------------------------------------------------------------------------
@@ -380,6 +412,38 @@ def test_planted_links_are_not_followed(warm, tmp_path):
     assert len(result["warnings"]) == 1 and "could not take kernel" in result["warnings"][0]
 
 
+def test_a_linked_shard_in_the_user_cache_is_refused(warm, tmp_path):
+    """Only the binary's own name was checked for a link: a shard linked to another directory was trusted,
+    and compiled into."""
+    root, affine, _ = copy_of(warm, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    affine.parent.rename(elsewhere)
+    affine.parent.symlink_to(elsewhere)
+    before = sorted(p.name for p in elsewhere.iterdir())
+    result = evaluate(AFFINE, root)
+    assert result["ok"] and result["stats"]["compiles"] == 1 and result["stats"]["cache_hits"]["disk"] == 0
+    refusal, fallback = result["warnings"]
+    assert f"refusing the kernels under {affine.parent}, such as {affine}: its directory {affine.parent} is a link" \
+        in refusal
+    assert "could not take kernel" in fallback and "would be refused" in fallback
+    assert sorted(p.name for p in elsewhere.iterdir()) == before
+
+
+def test_a_full_disk_at_link_time_falls_back_to_a_private_cache(tmp_path):
+    """`ld: final link failed: No space left on device` was a CompileError calling itself an exprgen bug."""
+    root = tmp_path / "cache"
+    full = tmp_path / "full-disk-cxx"   # g++, but out of space wherever it writes into the cache
+    full.write_text(f'#!/bin/sh\ncase "$*" in *"{root}"*)\n  echo "/usr/bin/ld: final link failed: No space left '
+                    f'on device" >&2\n  echo "collect2: error: ld returned 1 exit status" >&2\n  exit 1;;\nesac\n'
+                    f'exec g++ "$@"\n')
+    full.chmod(0o755)
+    result = evaluate(AFFINE, root, CXX=full)
+    assert result["ok"] and result["stats"]["compiles"] == 1
+    assert len(result["warnings"]) == 1
+    assert "could not take kernel" in result["warnings"][0] and "No space left on device" in result["warnings"][0]
+    assert not binaries(root) and not (root / "failed").exists()
+
+
 def test_compile_error_names_source_quotes_compiler_and_leaves_no_entry(tmp_path):
     root = tmp_path / "cache"
     result = run("""
@@ -424,6 +488,21 @@ def test_a_compiler_that_writes_nothing_is_named(tmp_path):
     result = run(attempt(f"check({AFFINE!r})"), tmp_path / "cache", CXX=fake)
     assert result["raised"].startswith("CompileError") and "the compiler wrote no" in result["raised"]
     assert str(fake) in result["raised"] and "(it printed nothing)" in result["raised"]
+
+
+def test_a_compiler_that_writes_garbage_is_named(tmp_path):
+    """Its output passed the checksum the cache made of it, then raised "OSError: file too short" on this
+    and every later run."""
+    fake = tmp_path / "garbage-cxx"
+    fake.write_text('#!/bin/sh\nif [ "$1" = --version ]; then echo "garbage-cxx 1.0"; exit 0; fi\n'
+                    'while [ $# -gt 1 ]; do [ "$1" = -o ] && echo "not a library" > "$2"; shift; done\nexit 0\n')
+    fake.chmod(0o755)
+    for _ in range(2):   # the next run compiles again (it may have a fixed compiler), and says the same
+        result = run(attempt(f"check({AFFINE!r})"), tmp_path / "cache", CXX=fake)
+        message = result["raised"]
+        assert message.startswith(f"CompileError: the compiler {fake} made ") and "cannot be loaded" in message
+        assert result["stats"]["compiles"] == 1
+    assert not list((tmp_path / "cache").glob("cpu/*/*.json"))
 
 
 def _no_compiler(tmp_path) -> dict:

@@ -6,9 +6,15 @@ a child process, as a user would.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +23,7 @@ import pytest
 from exprgen import prebuild
 from exprgen.cli import main
 from exprgen.kernelset import standard_set
-from test_cache import finish
+from test_cache import PRELUDE, REPO, child_env, finish, sha256
 from test_prebuild import child, cli, entries
 
 NOBODY = 65534
@@ -79,13 +85,9 @@ def plant_damage(root: Path) -> dict[str, Path]:
     corrupt.with_suffix(".so").write_bytes(data[: len(data) // 2])
     os.chown(exp.with_suffix(".so"), NOBODY, NOBODY)
     add.with_suffix(".so").chmod(0o757)
-    incomplete.unlink()
-    old = time.time() - 2 * prebuild.STALE_TEMP_SECONDS
-    for path in incomplete.parent.glob(incomplete.stem + ".*"):
-        os.utime(path, (old, old))
+    incomplete.unlink()   # however recent: no compile holds its lock, so none will finish it
     temp = exp.parent / f".{exp.stem[:16]}.k2j3h4.cpp"
     temp.write_text("// half a kernel")
-    os.utime(temp, (old, old))
     return {"checksum mismatch": corrupt.with_suffix(".so"), "not owned by you": exp.with_suffix(".so"),
             "writable by others": add.with_suffix(".so"), "incomplete: no metadata": incomplete.with_suffix(".so"),
             "temporary file left by an interrupted compile": temp}
@@ -157,14 +159,60 @@ def test_prune_removes_the_temp_files_of_killed_compiles_first(built, tmp_path):
     """They are no entry, so prune removed sound kernels instead and still ended over its limit."""
     root = copy(built, tmp_path)
     shard = entries(root)[0].parent
-    stale, fresh = shard / ".0123456789abcdef.k1lled.so", shard / ".fedcba9876543210.busy00.so"
-    for temp in (stale, fresh):
+    busy_key = shard.name + "f" * 62
+    stale, busy = shard / ".0123456789abcdef.k1lled.so", shard / f".{busy_key[:16]}.busy00.so"
+    for temp in (stale, busy):
         temp.write_bytes(b"\0" * (1 << 20))
-    os.utime(stale, (0, 0))   # a compile still writing its fresh one must not lose it
-    size = prebuild.tree_size(str(root))
-    result = cache_cli(root, "prune", "--max-size", size - (1 << 20))
-    assert result.returncode == 0 and "0 entries removed" in result.stdout
-    assert not stale.exists() and fresh.exists() and len(entries(root)) == 8
+    with holding(shard / f"{busy_key}.lock"):   # a compile still writing its temp file
+        size = prebuild.tree_size(str(root))
+        result = cache_cli(root, "prune", "--max-size", size - (1 << 20))
+    assert result.returncode == 0 and "0 entries removed, 1 temporary files of interrupted compiles" in result.stdout
+    assert not stale.exists() and busy.exists() and len(entries(root)) == 8
+
+
+@contextlib.contextmanager
+def holding(lock: Path):
+    """Hold the compile lock ``lock`` in this process, as a running compile would."""
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def test_a_killed_compile_is_reported_by_verify_and_cleaned_by_prune_at_once(tmp_path):
+    """kill -9 mid-compile left temp files that verify called fine for an hour, and a lock file forever."""
+    compiling = tmp_path / "compiling"
+    slow = tmp_path / "slow-cxx"
+    slow.write_text(f'#!/bin/sh\nif [ "$1" = --version ]; then echo "slow-cxx 1.0"; exit 0; fi\n'
+                    f'touch {compiling}\nsleep 60\n')
+    slow.chmod(0o755)
+    root = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-c", PRELUDE + "ex.exp(ex.asarray(np.ones(3))).numpy()"], cwd=REPO,
+                            env=child_env(root, CXX=slow), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not compiling.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)   # the child and its compiler, in the session made for them
+    proc.wait()
+    (temp,) = root.glob("cpu/*/.*.cpp")
+    (lock,) = root.glob("cpu/*/*.lock")
+    report = cache_cli(root, "verify")
+    assert report.returncode == 1 and f"{temp}: temporary file left by an interrupted compile" in report.stdout
+    pruned = cache_cli(root, "prune", "--max-size", "1G")
+    assert pruned.returncode == 0 and "1 temporary files of interrupted compiles removed" in pruned.stdout
+    assert not temp.exists() and not lock.exists()
+    assert cache_cli(root, "verify").returncode == 0
+
+
+def test_verify_loads_each_binary_that_passed_its_checks(built, tmp_path):
+    """A binary that matches its checksum but is no library (a CXX that wrote garbage) was called fine."""
+    root = copy(built, tmp_path)
+    meta = by_name(root)["exp_float32"]
+    meta.with_suffix(".so").write_bytes(b"not a library\n")
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "sha256": sha256(meta.with_suffix(".so"))}))
+    report = cache_cli(root, "verify")
+    assert report.returncode == 1 and "8 entries checked, 1 problem(s)" in report.stdout
+    assert f"{meta.with_suffix('.so')}: cannot be loaded (" in report.stdout
 
 
 def test_prune_and_clear_leave_prebuilt_tiers_and_foreign_files_alone(built, tmp_path):
@@ -176,6 +224,31 @@ def test_prune_and_clear_leave_prebuilt_tiers_and_foreign_files_alone(built, tmp
     assert result.returncode == 0 and f"{root}: cleared" in result.stdout
     assert sorted(p.name for p in root.iterdir()) == ["notes.txt"]
     assert len(entries(shipped)) == 8
+
+
+def test_clear_reports_what_it_could_not_remove_and_fails(built, tmp_path, request):
+    """Read-only shards: it printed "cleared 20.7 KiB" and exited 0 having removed no kernel."""
+    if os.geteuid() == 0:   # root removes files whatever the modes: clear as nobody, in a cache nobody owns
+        base = Path(tempfile.mkdtemp(prefix="exprgen-test-"))
+        request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+        base.chmod(0o755)
+        root = copy(built, base)
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+        become = f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})"
+    else:
+        root, become = copy(built, tmp_path), ""
+        request.addfinalizer(lambda: [shard.chmod(0o700) for shard in root.glob("cpu/*")])
+    for shard in root.glob("cpu/*"):
+        shard.chmod(0o555)
+    kernels = sorted(root.glob("cpu/*/*.so"))
+    code = f"import os, sys\nfrom exprgen import cli, prebuild\n{become}\nsys.exit(cli.main(['cache', 'clear']))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=child_env(root), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert all(f"could not remove {kernel}: Permission denied" in result.stdout for kernel in kernels)
+    assert "could not be removed" in result.stdout.splitlines()[0]
+    assert all(kernel.exists() for kernel in kernels)
 
 
 def test_prune_refuses_a_malformed_size(built, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from exprgen.backends import cpu
+from exprgen.kernelset import standard_set
 from test_cache import PRELUDE, REPO, attempt, child_env, finish, run
 
 OPS, DTYPES = "exp,add,where,sum", "float32,int32"
@@ -102,6 +104,68 @@ def test_prebuilt_tier_is_readable_by_all_and_rerunning_builds_nothing(prebuilt)
         assert binary.stat().st_mode & 0o777 == 0o755 and meta.stat().st_mode & 0o777 == 0o644
     again = cli("prebuild", "--ops", OPS, "--dtypes", DTYPES, "--into", prebuilt, "--no-progress")
     assert counts(again.stdout) == {"built": 0, "skipped": len(entries(prebuilt)), "failed": 0}
+
+
+def _metadata_of(tier: Path, name: str) -> Path:
+    """The metadata of the standard kernel ``name`` (e.g. exp_float32) in ``tier``, found by its source."""
+    (kernel,) = [k for k in standard_set(OPS.split(","), DTYPES.split(",")) if k.name == name]
+    (meta,) = [m for m in entries(tier) if m.with_suffix(".cpp").read_text() == kernel.source]
+    return meta
+
+
+def _exp_filed_as_log(tier: Path, log_key: str, log_source: str) -> None:
+    """The forger who can write the tier: exp's genuine binary (a link), its metadata with log's key, and
+    log's source, so that key, source, compiler and checksum all agree."""
+    exp = _metadata_of(tier, "exp_float32")
+    shard = tier / "cpu" / log_key[:2]
+    shard.mkdir(exist_ok=True)
+    (shard / f"{log_key}.so").symlink_to(exp.with_suffix(".so"))
+    (shard / f"{log_key}.json").write_text(json.dumps({**json.loads(exp.read_text()), "key": log_key}))
+    (shard / f"{log_key}.cpp").write_text(log_source)
+
+
+def _writable_shard(tier: Path, log_key: str) -> Path:
+    return tier / "cpu" / log_key[:2]
+
+
+def _writable_tier(tier: Path, log_key: str) -> Path:
+    return tier
+
+
+def _another_kernel_filed_as_log(tier: Path, log_key: str, log_source: str) -> None:
+    """A mix-up in a sound tier: another kernel's files (two inputs: another argument layout) under log's
+    key, metadata edited to match, but its own source, from which the key is recomputed."""
+    add = _metadata_of(tier, "add_float32")
+    shard = tier / "cpu" / log_key[:2]
+    shard.mkdir(exist_ok=True)
+    for suffix in (".so", ".cpp"):
+        shutil.copy2(add.with_suffix(suffix), shard / f"{log_key}{suffix}")
+    (shard / f"{log_key}.json").write_text(json.dumps({**json.loads(add.read_text()), "key": log_key}))
+
+
+@pytest.mark.parametrize("forge, writable", [(_exp_filed_as_log, _writable_shard), (_exp_filed_as_log, _writable_tier),
+                                             (_another_kernel_filed_as_log, None)],
+                         ids=["exp-in-a-shard-others-write", "exp-in-a-tier-others-write", "add-in-a-sound-tier"])
+def test_a_forged_prebuilt_entry_is_never_loaded(prebuilt, tmp_path, forge, writable):
+    """ex.log(x) returned exp(x): the checksum tied exp's binary to forged metadata, not to the key."""
+    scratch = tmp_path / "scratch"
+    assert cli("prebuild", "--ops", "log", "--dtypes", "float32", "--into", scratch, "--no-progress").returncode == 0
+    (log,) = entries(scratch)
+    tier = tmp_path / "tier"
+    shutil.copytree(prebuilt, tier, symlinks=True)
+    forge(tier, log.stem, log.with_suffix(".cpp").read_text())
+    if writable:
+        writable(tier, log.stem).chmod(0o777)
+    result = run("x = np.linspace(0.5, 2, 100, dtype=np.float32)\n"
+                 "report(ok=bool(np.allclose(ex.log(ex.asarray(x)).numpy(), np.log(x))))", tmp_path / "cache",
+                 EXPRGEN_PREBUILT_DIR=tier)
+    assert result["ok"], "the forged kernel was launched"
+    assert result["stats"]["cache_hits"]["prebuilt"] == 0 and result["stats"]["compiles"] == 1
+    refused = [w for w in result["warnings"] if "refusing" in w]
+    if writable:
+        assert len(refused) == 1 and f"its directory {writable(tier, log.stem)} is writable by others" in refused[0]
+    else:
+        assert refused == []
 
 
 def test_missing_kernel_names_kernel_expression_and_how_to_record_and_prebuild(prebuilt, tmp_path):

@@ -20,6 +20,7 @@ A library that is never unmapped keeps its OpenMP runtime (libgomp or any other)
 
 from __future__ import annotations
 
+import errno
 import functools
 import glob
 import hashlib
@@ -48,6 +49,8 @@ ISA_LEVELS = {
     "x86-64": (),
 }
 LIBS = ("-lm",)
+# What a compiler (or its linker) says when the disk is full: the cache's to handle, not a compiler bug.
+OUT_OF_SPACE = {errno.ENOSPC: os.strerror(errno.ENOSPC), errno.EDQUOT: os.strerror(errno.EDQUOT)}
 SIGNATURE = ("void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* shape, void** data,"
              " const int64_t* strides, const uint64_t* scalars, int32_t nthreads);")
 
@@ -196,12 +199,18 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 def compile_source(source_path: str, output_path: str, isa: str = NATIVE) -> float:
-    """Compile to ``output_path``; seconds taken. CompileError quotes the compiler and names the source."""
+    """Compile to ``output_path``; seconds taken. CompileError quotes the compiler and names the source;
+    OSError(ENOSPC or EDQUOT) when it failed for want of space (``ld: final link failed: No space left on
+    device``), as writing the file from Python would."""
     start = time.perf_counter()
     cmd = [compiler(), *flags(isa), f"-I{data_dir('templates')}", source_path, "-o", output_path, *LIBS]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not os.path.exists(output_path):
         said = proc.stderr.strip() or "(it printed nothing)"
+        for code, message in OUT_OF_SPACE.items():
+            line = next((line for line in said.splitlines() if message in line), None)
+            if line:
+                raise OSError(code, f"the compiler could not write its output: {line.strip()}", output_path)
         how = f"exited with status {proc.returncode}" if proc.returncode else f"wrote no {output_path}"
         raise CompileError(f"compiling {source_path} failed: the compiler {how} (if it is a working C++ "
                            f"compiler, this is an exprgen bug; please report it):\n$ {' '.join(cmd)}\n{said}")
@@ -209,10 +218,14 @@ def compile_source(source_path: str, output_path: str, isa: str = NATIVE) -> flo
 
 
 def load(path: str):
-    """The kernel entry point of the shared library at ``path``."""
+    """The kernel entry point of the shared library at ``path``; OSError when it is no kernel library (the
+    loader refuses it, or it lacks the entry point)."""
     lib = ffi.dlopen(path, ffi.RTLD_NOW | ffi.RTLD_LOCAL | ffi.RTLD_NODELETE)
     _libraries.append(lib)  # a library must outlive every call of its function
-    return lib.exprgen_kernel
+    try:
+        return lib.exprgen_kernel
+    except AttributeError as exc:
+        raise OSError(str(exc)) from None
 
 
 _libraries: list = []
