@@ -204,7 +204,8 @@ def compile_source(source_path: str, output_path: str, isa: str = NATIVE) -> flo
     device``), as writing the file from Python would."""
     start = time.perf_counter()
     cmd = [compiler(), *flags(isa), f"-I{data_dir('templates')}", source_path, "-o", output_path, *LIBS]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # In the C locale, so that the messages read below are the English ones whatever the user's language.
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
     if proc.returncode != 0 or not os.path.exists(output_path):
         said = proc.stderr.strip() or "(it printed nothing)"
         for code, message in OUT_OF_SPACE.items():
