@@ -18,6 +18,7 @@ import functools
 import itertools
 import math
 import weakref
+from collections.abc import Container
 
 import numpy as np
 
@@ -68,16 +69,50 @@ class Node:
         return type(self.arg) if self.op is SCALAR else self.dtype
 
     def __repr__(self) -> str:
-        if self.op is BUFFER:
-            return f"buffer#{self.arg}<{self.dtype.name}{list(self.shape)}>"
-        if self.op is SCALAR:
-            return repr(self.arg)
-        if self.op is INDEX:
-            return f"index<{list(self.shape)}, strides {list(self.arg[0])}, offset {self.arg[1]}>"
-        if self.op is VIEW:
-            return f"view({self.src[0]!r} -> {list(self.shape)})"
-        params = "".join(f", {p}" for p in self.arg)
-        return f"{self.op}({', '.join(map(repr, self.src))}{params})"
+        return expression_text(self, _repr_parts, REPR_CHARS)
+
+
+# A graph may be deep, or share a subexpression so often that writing it out in full never ends (x = x * x
+# sixty times): a node's repr stops here.
+REPR_CHARS = 1000
+
+
+def _repr_parts(node: Node) -> tuple[str, tuple[Node, ...], str]:
+    if node.op is BUFFER:
+        return f"buffer#{node.arg}<{node.dtype.name}{list(node.shape)}>", (), ""
+    if node.op is SCALAR:
+        return repr(node.arg), (), ""
+    if node.op is INDEX:
+        return f"index<{list(node.shape)}, strides {list(node.arg[0])}, offset {node.arg[1]}>", (), ""
+    if node.op is VIEW:
+        return "view(", node.src, f" -> {list(node.shape)})"
+    return f"{node.op}(", node.src, "".join(f", {p}" for p in node.arg) + ")"
+
+
+def expression_text(root: Node, parts, budget: int) -> str:
+    """``root`` written out as nested calls, each shared subexpression where it occurs. ``parts(node)`` is
+    (opening, sources, closing): a node is its opening, its sources' texts between commas, then its closing
+    (a leaf: its text, (), ""). Once the text passes ``budget`` characters every node still to come is
+    "...", and a text longer than ``budget`` + 3 is cut to ``budget`` characters and "...". Iterative: a
+    graph may be any depth."""
+    out, size, stack = [], 0, [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            piece = item
+        elif size > budget:
+            piece = "..."
+        else:
+            piece, src, closing = parts(item)
+            stack.append(closing)
+            for k in range(len(src) - 1, -1, -1):   # pushed last first: popped in order, between commas
+                stack.append(src[k])
+                if k:
+                    stack.append(", ")
+        out.append(piece)
+        size += len(piece)
+    text = "".join(out)
+    return text if len(text) <= budget + 3 else text[:budget] + "..."
 
 
 _set = object.__setattr__
@@ -246,42 +281,71 @@ def view(src: Node, steps: tuple) -> Node:
 
 
 def _view(src: Node, steps: tuple, shape: tuple, memo: dict) -> Node:
-    key = (id(src), steps)
-    if key in memo:
-        return memo[key]
+    """``src`` seen through ``steps`` (of result ``shape``), ``memo`` holding the views made so far by
+    (id(node), steps). Iterative, as an elementwise chain a view is pushed through may be any depth: a
+    node's view is made once the views it is built from (``_view_parts``) are in ``memo``."""
+    stack = [(src, steps)]
+    while stack:
+        node, at = stack[-1]
+        if (id(node), at) in memo:
+            stack.pop()
+            continue
+        parts = _view_parts(node, at)
+        pending = [part for part in parts if (id(part[0]), part[1]) not in memo]
+        if pending:
+            stack.extend(reversed(pending))
+            continue
+        stack.pop()
+        memo[(id(node), at)] = _view_node(node, at, shape, memo, [memo[(id(n), s)] for n, s in parts])
+    return memo[(id(src), steps)]
+
+
+def _pushed_through(node: Node) -> bool:
+    """Is a view of ``node`` made by viewing its inputs? Not of a reduction's result, which is read from its
+    buffer through the view's strides, nor of a node with a backward rule of its own (custom_vjp), which
+    its gradient must reach through the view (at the cost of a kernel boundary: the custom function's output
+    is materialised, then viewed)."""
+    return (node.op not in LEAVES and node.op is not VIEW and node.op not in reductions() and not _reduces(node)
+            and "custom_vjp" not in node.memo)
+
+
+def _view_parts(node: Node, steps: tuple) -> list[tuple[Node, tuple]]:
+    """(node, steps): the views that ``node`` seen through ``steps`` is built from."""
+    if node.op is VIEW:
+        return [(node.src[0], node.arg + steps)]
+    if not _pushed_through(node):
+        return []
+    widen = (("broadcast_to", node.shape),)   # each input first broadcast to the op's shape
+    return [(s, (widen if s.shape != node.shape else ()) + steps) for s in node.src if s.op is not SCALAR]
+
+
+def _view_node(src: Node, steps: tuple, shape: tuple, memo: dict, parts: list[Node]) -> Node:
+    """``src`` seen through ``steps``, given the views it is built from (``_view_parts``)."""
     if src.op is SCALAR:
-        result = src
-    elif src.op is INDEX:
-        result = _view_index(src, steps)
-    elif src.op is BUFFER:
+        return src
+    if src.op is INDEX:
+        return _view_index(src, steps)
+    if src.op is BUFFER:
         result = buffer(views.apply(src.buffer, steps))
         result.memo["view_of"] = (src, steps)   # where its values come from, for gradients
-    elif src.op is VIEW:
-        result = _view(src.src[0], src.arg + steps, shape, memo)
-    elif src.op in reductions() or _reduces(src) or "custom_vjp" in src.memo:
-        # Not pushed inside: a reduction's result is read from its buffer, through the view's strides; so is
-        # a node with a backward rule of its own (custom_vjp), which its gradient must reach through the view
-        # (at the cost of a kernel boundary: the custom function's output is materialised, then viewed).
-        layout = views.layout_after(src.shape, steps)
-        if layout is not None and views.is_identity(src.shape, layout):
-            result = src   # the steps only take apart and put back size-1 axes
-        elif layout is None:
-            # A reshape no strides can express (as in NumPy, it copies): the view so far is copied into a
-            # contiguous buffer, and the remaining steps view that copy.
-            cut = next(k for k in range(len(steps), 0, -1) if views.layout_after(src.shape, steps[:k - 1]))
-            done = steps[:cut - 1]
-            before = views.shape_after(src.shape, src.dtype, done)
-            copy = apply("astype", _view(src, done, before, memo) if done else src, params=(src.dtype.name,))
-            result = _view(copy, steps[cut - 1:], shape, memo)
-        else:
-            result = _make(VIEW, (src,), steps, src.dtype, shape, steps)
-    else:   # elementwise: view each input (first broadcast to the op's shape), then apply the op
-        widen = (("broadcast_to", src.shape),)
-        inputs = tuple(s if s.op is SCALAR else _view(s, (widen if s.shape != src.shape else ()) + steps,
-                                                       shape, memo) for s in src.src)
-        result = apply(src.op, *inputs, params=src.arg)
-    memo[key] = result
-    return result
+        return result
+    if src.op is VIEW:
+        return parts[0]
+    if _pushed_through(src):   # elementwise: the op over its viewed inputs
+        viewed = iter(parts)
+        return apply(src.op, *(s if s.op is SCALAR else next(viewed) for s in src.src), params=src.arg)
+    layout = views.layout_after(src.shape, steps)
+    if layout is not None and views.is_identity(src.shape, layout):
+        return src   # the steps only take apart and put back size-1 axes
+    if layout is not None:
+        return _make(VIEW, (src,), steps, src.dtype, shape, steps)
+    # A reshape no strides can express (as in NumPy, it copies): the view so far is copied into a
+    # contiguous buffer, and the remaining steps view that copy.
+    cut = next(k for k in range(len(steps), 0, -1) if views.layout_after(src.shape, steps[:k - 1]))
+    done = steps[:cut - 1]
+    before = views.shape_after(src.shape, src.dtype, done)
+    copy = apply("astype", _view(src, done, before, memo) if done else src, params=(src.dtype.name,))
+    return _view(copy, steps[cut - 1:], shape, memo)
 
 
 def _view_index(src: Node, steps: tuple) -> Node:
@@ -322,7 +386,7 @@ def _reduces(node: Node) -> bool:
     return node.memo["reduces"]
 
 
-def toposort(roots, done: dict | set = frozenset()) -> list[Node]:
+def toposort(roots, done: Container[int] = frozenset()) -> list[Node]:
     """Every node reachable from ``roots``, each after its sources, in a deterministic order; nodes
     whose ids are in ``done`` (and what lies behind them) are left out."""
     order, seen = [], set()

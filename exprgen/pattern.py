@@ -104,7 +104,12 @@ class RewriteError(RuntimeError):
 class Rewriter:
     """Applies rules bottom-up until no rule fires, recording what fired and which values were read."""
 
-    MAX_STEPS = 100_000
+    # Tries of the rule table per node of the graph before rewriting is taken to be a loop (a node takes a
+    # few: one per rule that fires on it, and one that finds none). Counted over the whole graph, so a long fixpoint of a
+    # large graph is not mistaken for two rules undoing each other; at least MIN_STEPS, as a rule may build
+    # new nodes that rewrite again.
+    STEPS_PER_NODE = 100
+    MIN_STEPS = 100_000
 
     def __init__(self, rules: list[Rule], kinds: tuple[str, ...] = ("exact", "accurate"), on_fire=None):
         self.on_fire = on_fire  # called as on_fire(rule, before, after) for every rewrite
@@ -119,40 +124,64 @@ class Rewriter:
             self.memo: dict[int, Node] = {}
             self.log: list[tuple[str, Node, Node]] = []
             self.reads: set = set()
-            self.steps = 0
+            self.steps_left = max(self.MIN_STEPS, self.STEPS_PER_NODE * len(graph.toposort(roots)))
             try:
                 return tuple(self._visit(root) for root in roots), self.log, self.reads
             finally:   # the graph (its input buffers too) is the caller's to keep or let go: the log names nodes
                 self.memo, self.log, self.reads = {}, [], set()
 
     def _visit(self, root: Node) -> Node:
-        for node in graph.toposort([root], self.memo):
-            src = tuple(self.memo[id(s)] for s in node.src)
-            rebuilt = graph.rebuild(node, src)
-            self.memo[id(node)] = self._fixpoint(rebuilt, node)
+        """``root`` rewritten to a fixpoint, its sources first. A replacement's new nodes are rewritten (their
+        sources first) before its rewriting goes on. Iterative, with a stack of the nodes under way: a graph
+        may be any depth."""
+        stack, waiting = [root], {}   # waiting: id(node) -> the replacement whose new nodes are being rewritten
+        while stack:
+            node = stack[-1]
+            if id(node) in waiting:
+                current = self.memo[id(waiting.pop(id(node)))]
+            elif id(node) in self.memo:
+                stack.pop()
+                continue
+            else:
+                pending = [s for s in reversed(node.src) if id(s) not in self.memo]
+                if pending:
+                    stack.extend(pending)
+                    continue
+                current = graph.rebuild(node, tuple(self.memo[id(s)] for s in node.src))
+            while True:
+                self.steps_left -= 1
+                if self.steps_left < 0:
+                    raise RewriteError(f"rewriting did not reach a fixpoint near {node!r}: two rules undo each other")
+                replacement = self._first_rewrite(current)
+                if replacement is None:
+                    self.memo[id(node)] = current
+                    stack.pop()
+                    break
+                self.memo[id(current)] = replacement
+                if replacement.src and id(replacement) not in self.memo:
+                    waiting[id(node)] = replacement
+                    stack.append(replacement)
+                    break
+                current = self.memo[id(replacement)] if replacement.src else replacement
         return self.memo[id(root)]
-
-    def _fixpoint(self, node: Node, original: Node) -> Node:
-        while True:
-            self.steps += 1
-            if self.steps > self.MAX_STEPS:
-                raise RewriteError(f"rewriting did not reach a fixpoint near {original!r}: two rules undo each other")
-            replacement = self._first_rewrite(node)
-            if replacement is None:
-                return node
-            self.memo[id(node)] = replacement
-            node = self._visit(replacement) if replacement.src else replacement
 
     def _first_rewrite(self, node: Node) -> Node | None:
         for rule in self.by_op.get(node.op, []) + self.by_op.get(None, []):
-            bound: dict = {}
-            if rule.pattern is not None and not rule.pattern.match(node, bound, self.reads):
+            bound, read = {}, set()
+            if rule.pattern is not None and not rule.pattern.match(node, bound, read):
                 continue
-            replacement = rule.build(node, self.reads) if rule.pattern is None else rule.build(**bound)
+            replacement = rule.build(node, read) if rule.pattern is None else rule.build(**bound)
             if replacement is None or replacement is node:
                 continue
             if replacement.dtype != node.dtype or replacement.shape != node.shape:
                 continue  # a rule may never change what the user asked for
+            # Only a rule that fires makes the plan depend on the values it read: where it read a scalar
+            # and left the node as written (x*c, c not 1), the plan computes it right for every value, so
+            # a new learning rate re-plans nothing. A user's replacement function may look at the
+            # scalars it was given, so they count as read too.
+            self.reads |= read
+            if rule.user:
+                self.reads.update(n for n in bound.values() if n.op is SCALAR)
             if self.on_fire is not None:
                 self.on_fire(rule, node, replacement)
             self.log.append((rule.algebra, node, replacement))

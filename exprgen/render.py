@@ -28,7 +28,7 @@ import numpy as np
 
 from . import opdefs
 from .dtypes import C_TYPE
-from .graph import INDEX, Node, reductions, toposort
+from .graph import INDEX, Node, expression_text, reductions, toposort
 from .resources import data_dir
 from .schedule import Kernel
 
@@ -346,23 +346,13 @@ def describe(node: Node, names: dict[int, str], body: list[Node], budget: int = 
     Shared subexpressions are written out where they occur, up to ``budget`` characters.
     """
     inline = {id(n) for n in body}
-    out: list[str] = []
+    reduce_ops = reductions()
 
-    def walk(n: Node) -> None:
-        if sum(map(len, out)) > budget:
-            out.append("...")
-            return
+    def parts(n: Node) -> tuple[str, tuple[Node, ...], str]:
         if id(n) not in inline:
-            out.append(names[id(n)])
-            return
-        out.append(f"{n.op}(")
-        for k, s in enumerate(n.src):
-            out.append(", " if k else "")
-            walk(s)
+            return names[id(n)], (), ""
         # A reduction's axes are loop geometry (arguments), not code: naming them would split the cache.
-        params = () if n.op in reductions() else n.arg
-        out.append("".join(f", {p}" for p in params) + ")")
+        params = () if n.op in reduce_ops else n.arg
+        return f"{n.op}(", n.src, "".join(f", {p}" for p in params) + ")"
 
-    walk(node)
-    text = "".join(out)
-    return text if len(text) <= budget + 3 else text[:budget] + "..."
+    return expression_text(node, parts, budget)

@@ -102,17 +102,33 @@ def _float_roundtrip(node: Node, reads: set) -> Node | None:
     return None
 
 
+# No rule here takes apart a product of more than 4 operands (GELU's); taking a long chain apart whole at
+# each of its multiplies would cost its length squared.
+MOST_FACTORS = 8
+
+
 def _factors(node: Node) -> list[Node]:
-    """The operands of a chain of multiplies, however it is associated."""
-    return _factors(node.src[0]) + _factors(node.src[1]) if node.op == "multiply" else [node]
+    """The operands of a chain of multiplies, however it is associated, left to right. A chain of more than
+    MOST_FACTORS operands comes back as MOST_FACTORS + 1 factors, some of them products still (no rule can
+    match it). Iterative: a chain may be any depth."""
+    factors, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if n.op == "multiply" and len(factors) + len(stack) < MOST_FACTORS:
+            stack += reversed(n.src)   # popped left operand first
+        else:
+            factors.append(n)
+    return factors
 
 
-def _take_constant(factors: list[Node], value: float, reads: set) -> bool:
-    """Remove one Python scalar within 1e-6 (relative) of ``value`` from ``factors``."""
+def _take_constant(factors: list[Node], values: tuple[float, ...], dtype: np.dtype, reads: set) -> bool:
+    """Remove one Python scalar from ``factors`` that is exactly one of ``values`` in ``dtype`` (the one
+    the expression computes in): an accurate rule names its constants, and 0.5000004 is not 0.5."""
+    wanted = {dtype.type(v) for v in values}
     for i, f in enumerate(factors):
         if f.op is SCALAR:
             reads.add(f)
-            if abs(f.arg - value) <= 1e-6 * abs(value):
+            if dtype.type(f.arg) in wanted:
                 del factors[i]
                 return True
     return False
@@ -148,22 +164,29 @@ def _one_plus(node: Node, reads: set) -> Node | None:
     return None
 
 
+# GELU's constants as people compute them: 1/sqrt(2) and sqrt(2)/sqrt(pi) round a double off the
+# nearest one.
+_SQRT_HALF = (math.sqrt(0.5), 1 / math.sqrt(2))
+_SQRT_2_OVER_PI = (math.sqrt(2 / math.pi), math.sqrt(2) / math.sqrt(math.pi))
+
+
 def _gelu_inner(node: Node, x: Node, reads: set) -> str | None:
     """Which GELU ``node`` is the erf/tanh term of, given x: "gelu", "gelu_tanh" or None."""
+    dtype = node.dtype
     if node.op == "erf":
         arg = node.src[0]
         if arg.op == "divide" and arg.src[0] is x and arg.src[1].op is SCALAR:
-            reads.add(arg.src[1])
-            return "gelu" if abs(arg.src[1].arg - math.sqrt(2)) <= 1e-6 else None
+            return "gelu" if _take_constant([arg.src[1]], (math.sqrt(2),), dtype, reads) else None
         factors = _factors(arg)
-        return "gelu" if _take_constant(factors, math.sqrt(0.5), reads) and factors == [x] else None
+        return "gelu" if _take_constant(factors, _SQRT_HALF, dtype, reads) and factors == [x] else None
     if node.op == "tanh":
         factors = _factors(node.src[0])
-        if not _take_constant(factors, math.sqrt(2 / math.pi), reads) or len(factors) != 1 or factors[0].op != "add":
+        if (not _take_constant(factors, _SQRT_2_OVER_PI, dtype, reads) or len(factors) != 1
+                or factors[0].op != "add"):
             return None
         for linear, cubic in (factors[0].src, factors[0].src[::-1]):
             rest = _factors(cubic)
-            if linear is x and _take_constant(rest, 0.044715, reads) and _is_cube_of(rest, x, reads):
+            if linear is x and _take_constant(rest, (0.044715,), dtype, reads) and _is_cube_of(rest, x, reads):
                 return "gelu_tanh"
     return None
 
@@ -174,7 +197,7 @@ def _gelu(node: Node, reads: set) -> Node | None:
     if node.op != "multiply":
         return None
     factors = _factors(node)
-    if len(factors) != 3 or not _take_constant(factors, 0.5, reads):
+    if len(factors) != 3 or not _take_constant(factors, (0.5,), node.dtype, reads):
         return None
     for x, term in (factors, factors[::-1]):
         inner = _one_plus(term, reads)

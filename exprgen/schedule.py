@@ -25,6 +25,15 @@ from .graph import LEAVES, SCALAR, VIEW, Node, reductions, toposort
 
 
 MAX_OUTPUTS = 16   # per kernel: past this, compiling one wide kernel costs more than a second pass saves
+# Past these sizes g++'s time grows faster than the kernel's. Measured here (g++ -O3, one core of a shared
+# 2-core VM, one map kernel over float64): a chain of n adds compiled in 0.3 s at n = 10, 0.8 s at 1,000,
+# 2.0 s at 2,000, 2.7 s at 3,000, 7.1 s at 4,000, 9.7 s at 10,000 (27 s on a busier machine); a sum of n
+# inputs in 0.8 s at 25, 0.9 s at 64, 3.2 s at 100, 8.3 s at 200 (115 s at 500 and over 30 min at 2,000
+# were reported). A larger graph is cut into runs of at most MAX_OPS ops reading at most MAX_INPUTS inputs
+# (arrays and scalars), and no kernel spans two runs: the values crossing between runs are materialised.
+# Pieces of one structure (the runs of a long chain) share a binary.
+MAX_OPS = 1000
+MAX_INPUTS = 64
 
 
 @dataclass
@@ -37,6 +46,7 @@ class Kernel:
     reasons: list[str] = field(default_factory=list)     # why the schedule cut where it did
     members: list[Node] = field(default_factory=list)    # the anchors grouped here
     after: set[int] = field(default_factory=set)         # ids of kernels that must run first
+    run: int = 0                                         # the run of the graph it lies in (see MAX_OPS)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -66,6 +76,9 @@ def schedule(roots: tuple[Node, ...]) -> list[Kernel]:
     reduce_ops = reductions()
     anchors = {id(n) for n in targets} | {id(n) for n in order if n.op in reduce_ops}
     anchors |= {id(n.src[0]) for n in order if n.op is VIEW}
+    run = _runs(order)
+    crossing = {id(s) for n in order if id(n) in run for s in n.src if run.get(id(s), run[id(n)]) != run[id(n)]}
+    anchors |= crossing
     deps = {id(n): _anchor_deps(n, anchors) for n in order if id(n) in anchors}
 
     home: dict[int, Kernel] = {}
@@ -73,20 +86,24 @@ def schedule(roots: tuple[Node, ...]) -> list[Kernel]:
     emitted: list[Kernel] = []
 
     def close(kernel: Kernel) -> None:
-        if open_kernels.get(kernel.key) is not kernel:
-            return
-        del open_kernels[kernel.key]
-        for other in [k for k in open_kernels.values() if id(k) in kernel.after]:
-            close(other)
-        emitted.append(kernel)
+        """Emit ``kernel``, after the open kernels it needs (iterative: they may need others in turn)."""
+        stack = [(kernel, False)]
+        while stack:
+            k, ready = stack.pop()
+            if ready:
+                emitted.append(k)
+            elif open_kernels.get(k.key) is k:
+                del open_kernels[k.key]
+                stack.append((k, True))
+                stack.extend((other, False) for other in reversed(open_kernels.values()) if id(other) in k.after)
 
     for node in order:
         if id(node) not in anchors:
             continue
         key = _group_key(node, deps[id(node)], reduce_ops)
         kernel = open_kernels.get(key)
-        if kernel is not None and len(kernel.members) >= MAX_OUTPUTS:
-            close(kernel)   # gcc's compile time grows steeply with a very wide loop body
+        if kernel is not None and (len(kernel.members) >= MAX_OUTPUTS or kernel.run != run[id(node)]):
+            close(kernel)   # gcc's compile time grows steeply with a very wide or long loop body
             kernel = None
         for dep, through_view in deps[id(node)]:
             producer = home[id(dep)]
@@ -97,7 +114,7 @@ def schedule(roots: tuple[Node, ...]) -> list[Kernel]:
                 close(kernel)         # the producer must finish first (a view reads its buffer): start anew
                 kernel = None
         if kernel is None:
-            kernel = open_kernels[key] = Kernel(key=key)
+            kernel = open_kernels[key] = Kernel(key=key, run=run[id(node)])
         kernel.members.append(node)
         home[id(node)] = kernel
         kernel.after.update(id(home[id(d)]) for d, _ in deps[id(node)] if home[id(d)] is not kernel)
@@ -109,9 +126,43 @@ def schedule(roots: tuple[Node, ...]) -> list[Kernel]:
     target_ids = {id(t) for t in targets}
     for kernel in emitted:
         kernel.outputs = [m for m in kernel.members if id(m) in target_ids or id(m) in read_elsewhere]
-        _fill(kernel, anchors, home)
+        _fill(kernel, anchors, home, _Earlier(run, kernel.run))
+        cut = sum(id(m) in crossing for m in kernel.outputs)
+        if cut:
+            kernel.reasons.append(f"writes {cut} value(s) for a later kernel, cut there: a kernel computes at most "
+                                  f"{MAX_OPS} ops from {MAX_INPUTS} inputs, past which it compiles slower than "
+                                  f"its pieces")
     _note_recomputation(emitted)
     return emitted
+
+
+def _runs(order: list[Node]) -> dict[int, int]:
+    """The run of each computed node (not a leaf or view): ``order`` cut into runs of at most MAX_OPS
+    nodes that read at most MAX_INPUTS inputs (leaves, views and nodes of earlier runs) between them."""
+    run: dict[int, int] = {}
+    current, ops, inputs = 0, 0, set()
+    for node in order:
+        if node.op in LEAVES or node.op is VIEW:
+            continue
+        new = {id(s) for s in node.src if run.get(id(s)) != current} - inputs
+        if ops >= MAX_OPS or len(inputs) + len(new) > MAX_INPUTS:
+            current, ops, inputs = current + 1, 0, set()
+            new = {id(s) for s in node.src}   # all from before the new run
+        run[id(node)] = current
+        ops += 1
+        inputs |= new
+    return run
+
+
+class _Earlier:
+    """The ids of the nodes of runs before ``current``: behind them lie only nodes of earlier runs and leaves,
+    none of them in a kernel of this run, so a walk over a kernel's graph skips them."""
+
+    def __init__(self, run: dict[int, int], current: int):
+        self.run, self.current = run, current
+
+    def __contains__(self, key: int) -> bool:
+        return self.run.get(key, self.current) < self.current
 
 
 def _note_recomputation(kernels: list[Kernel]) -> None:
@@ -161,8 +212,9 @@ def _group_key(node: Node, deps: list[Node], reduce_ops) -> tuple:
     return ("map", node.shape)
 
 
-def _fill(kernel: Kernel, anchors: set[int], home: dict) -> None:
-    """Body, inputs and scalars: everything back to leaves, views and other kernels' anchors."""
+def _fill(kernel: Kernel, anchors: set[int], home: dict, earlier: _Earlier) -> None:
+    """Body, inputs and scalars: everything back to leaves, views and other kernels' anchors (``earlier``:
+    nodes the walk in dependency order may skip)."""
     inside: dict[int, Node] = {}
     stack = list(kernel.members)
     while stack:
@@ -174,7 +226,7 @@ def _fill(kernel: Kernel, anchors: set[int], home: dict) -> None:
             external = src.op in LEAVES or src.op is VIEW or (id(src) in anchors and home[id(src)] is not kernel)
             if not external:
                 stack.append(src)
-    for node in toposort(kernel.members):
+    for node in toposort(kernel.members, earlier):
         if id(node) not in inside:
             continue
         for src in node.src:
