@@ -30,7 +30,7 @@ def explain(*arrays) -> str:
     computed = [i for i, a in enumerate(arrays) if isinstance(a, Array) and a._node is None and a._make_node is None]
     roots = tuple(asarray(a)._graph_node() for a in arrays)
     plan = plan_for(roots)
-    rewritten, log, _ = rewrite(roots)
+    rewritten, log, reads = rewrite(roots)
     out = ["== graph", *_graph_text(roots)]
     if computed:
         out.append(f"   (array{'s' if len(computed) > 1 else ''} {', '.join(map(str, computed))} already computed: "
@@ -42,6 +42,12 @@ def explain(*arrays) -> str:
         out += ["== graph after rewriting", *_graph_text(rewritten)]
     else:
         out.append("== rewrites: none fired")
+    if reads:
+        values = ", ".join(sorted(repr(n.arg) for n in reads))
+        out.append(f"== this plan holds for these scalar values only (rules that fired read them): {values}; "
+                   f"another value plans again")
+    else:
+        out.append("== scalars are kernel arguments: a new value of any of them reuses this plan")
     out.append(f"== {len(plan.steps)} kernel(s)")
     for i, step in enumerate(plan.steps):
         out.append(f"-- kernel {i}: key {step.key[:16]}, {step.tier}, source {step.source_path}")

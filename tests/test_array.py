@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import exprgen as ex
+from exprgen import realize
 
 
 @pytest.fixture
@@ -468,3 +469,40 @@ def test_numpy_backend_gives_the_same_values(x):
         interpreted = (ex.sin(ex.asarray(x)) * 3).numpy()
     assert ex.stats()["kernels_launched"] == 0
     np.testing.assert_allclose(interpreted, compiled, rtol=1e-6)
+
+
+SCALAR_EXPRESSIONS = {
+    "x*c+1": lambda x, g, c: x * c + 1.0,
+    "x - c*g": lambda x, g, c: x - c * g,
+    "maximum(x, c)": lambda x, g, c: ex.maximum(x, c),
+    "exp(x)*c": lambda x, g, c: ex.exp(x) * c,
+    "x**c": lambda x, g, c: x ** (c + 3),
+    "x/c": lambda x, g, c: x / c,
+}
+
+
+@pytest.mark.parametrize("name", SCALAR_EXPRESSIONS)
+def test_a_new_scalar_value_reuses_the_plan(name):
+    """300 learning rates gave 300 plan misses: every rule that looked at a scalar made the plan specific to
+    its value, though only a rule that fires depends on it."""
+    build = SCALAR_EXPRESSIONS[name]
+    x0 = np.linspace(0.5, 2.0, 64)
+    x, g = ex.asarray(x0), ex.asarray(np.full(64, 0.25))
+    ex.reset_stats()
+    for c in np.linspace(0.013, 0.9, 50):
+        np.testing.assert_allclose(build(x, g, float(c)).numpy(), build(x0, 0.25, float(c)), rtol=1e-14)
+    assert ex.stats()["plan_cache"]["misses"] == 1
+    assert "a new value of any of them reuses this plan" in ex.explain(build(x, g, 0.3))
+
+
+def test_a_plan_a_rule_made_for_one_scalar_value_is_kept_for_it_and_bounded():
+    x0 = np.linspace(-2.0, 2.0, 9)
+    x = ex.asarray(x0)
+    ex.reset_stats()
+    for c in (1.0, 3.0, 1.0, 3.0, 5.0):
+        np.testing.assert_array_equal((x * c).numpy(), x0 * c)
+    assert ex.stats()["plan_cache"]["misses"] == 2   # the plan for 1.0, and one for any other value
+    assert "for these scalar values only" in ex.explain(x * 1.0)   # x*1 -> x read the 1
+    for k in range(40):   # rules that fire on each value (x/2**k): bounded, and still right
+        np.testing.assert_array_equal((x / 2.0 ** k).numpy(), x0 / 2.0 ** k)
+    assert max(map(len, realize._plans.values())) <= realize._MAX_PLANS_PER_STRUCTURE

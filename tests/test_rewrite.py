@@ -141,6 +141,31 @@ def test_written_out_logistic_compiles_to_the_sigmoid_kernel():
     assert composed.steps[0].key == direct.steps[0].key
 
 
+GELU_FORMS = {
+    "erf, x*sqrt(0.5)": lambda x, c: c * x * (1 + ex.erf(x * math.sqrt(0.5))),
+    "erf, x*(1/sqrt2)": lambda x, c: c * x * (1 + ex.erf(x * (1 / math.sqrt(2)))),
+    "erf, x/sqrt2": lambda x, c: x * c * (1 + ex.erf(x / math.sqrt(2))),
+    "tanh": lambda x, c: c * x * (1 + ex.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("form", GELU_FORMS)
+def test_gelu_is_recognised_only_with_its_own_constants(form, dtype):
+    """An accurate rule names its constants: 0.5000004*x*(1+erf(...)) in float64 is 8e-7 away from gelu."""
+    x = ex.asarray(np.linspace(-3, 3, 7, dtype=dtype))
+    exact = GELU_FORMS[form](x, 0.5)
+    assert [n.op for n in Rewritten([exact._graph_node()]).rewritten] in (["gelu"], ["gelu_tanh"])
+    near = GELU_FORMS[form](x, 0.5000004)
+    assert "gelu" not in explain_ops(near)
+    if dtype == "float32":   # 0.50000001 is 0.5 in float32: the rule may fire, the value is the same
+        assert [n.op for n in Rewritten([GELU_FORMS[form](x, 0.50000001)._graph_node()]).rewritten][0].startswith("gelu")
+
+
+def explain_ops(array) -> set[str]:
+    return {n.op for n in graph.toposort(Rewritten([array._graph_node()]).rewritten)}
+
+
 def test_fast_rules_run_only_when_asked():
     x = ex.asarray(np.array([-1.0, np.nan, 2.0]))
     np.testing.assert_array_equal(ex.where(x > 0, x, 0).numpy(), [0.0, 0.0, 2.0])
