@@ -237,8 +237,9 @@ def test_strided_and_negative_stride_inputs_are_read_in_place():
         a = ex.asarray(view)
         assert np.shares_memory(a.numpy(), base)
         np.testing.assert_array_equal((a * 2 + 1).numpy(), view * 2 + 1)
-    np.testing.assert_array_equal((ex.asarray(base.T) + ex.asarray(base[0][::-1])[:, None] if False else
-                                   ex.asarray(base.T) * ex.asarray(base[:, 0])).numpy(), base.T * base[:, 0])
+    np.testing.assert_array_equal((ex.asarray(base.T) + ex.asarray(base[0][::-1])[:, None]).numpy(),
+                                  base.T + base[0][::-1][:, None])
+    np.testing.assert_array_equal((ex.asarray(base.T) * ex.asarray(base[:, 0])).numpy(), base.T * base[:, 0])
 
 
 def test_broadcasting_rows_columns_and_0d():
