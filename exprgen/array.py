@@ -57,9 +57,24 @@ _realize_module = None
 class _Traces(threading.local):
     depth = 0   # a class default, as every thread starts untraced: a missing attribute costs an exception
     computed: list   # weak references to the Arrays computed during the outermost trace
+    # ids of the nodes the traces under way differentiate with respect to: a value that reaches one may
+    # not become a NumPy array (``Array.__array__``); empty inside a custom_vjp forward (``converting``).
+    variables: frozenset = frozenset()
 
 
 _traces = _Traces()
+
+
+@contextlib.contextmanager
+def converting():
+    """A block whose values may become NumPy arrays though traced: a custom_vjp's forward, whose gradient
+    is its backward's, not the graph's."""
+    outer = _traces.variables
+    _traces.variables = frozenset()
+    try:
+        yield
+    finally:
+        _traces.variables = outer
 
 
 def tracing_depth() -> int:
@@ -67,13 +82,16 @@ def tracing_depth() -> int:
 
 
 @contextlib.contextmanager
-def tracing():
+def tracing(variables: tuple[Node, ...] = ()):
     if not _traces.depth:
         _traces.computed = []
     _traces.depth += 1
+    outer = _traces.variables
+    _traces.variables = outer | {id(n) for n in variables}
     try:
         yield
     finally:
+        _traces.variables = outer
         _traces.depth -= 1
         if not _traces.depth:
             for ref in _traces.computed:
@@ -217,7 +235,7 @@ class Array:
         return node
 
     def __array__(self, dtype=None, copy=None):
-        if _traces.depth and self._depends_on_a_variable():
+        if _traces.variables and self._depends_on_a_variable():
             raise _TracedToNumpy("a value being differentiated (inside ex.grad, value_and_grad or vjp) cannot "
                                  "become a NumPy array: NumPy would compute with its value, and the gradient "
                                  "through it would be lost without a word. Keep it an exprgen Array (exprgen's "
@@ -274,15 +292,25 @@ class Array:
         return standard_astype(self, dtype, copy=copy, device=device)
 
     def _depends_on_a_variable(self) -> bool:
-        """Does this value's expression reach an argument being differentiated (``autodiff._variable``)?"""
+        """Would a gradient of the traces under way flow through this value? Only float values carry one; it
+        stops at a stop_gradient and goes on through the inputs a custom rule (custom_vjp, a value NumPy
+        computed) or a stand-in leaf (a nested grad's argument) passes it to."""
+        variables = _traces.variables
         stack, seen = [self._node] if self._node is not None else [], set()
         while stack:
             node = stack.pop()
-            if id(node) not in seen:
-                seen.add(id(node))
-                if node.memo.get("variable"):
-                    return True
+            if id(node) in seen or node.dtype not in dtypes.FLOATS:
+                continue
+            seen.add(id(node))
+            if id(node) in variables:
+                return True
+            custom = node.memo.get("custom_vjp")
+            if custom is not None:
+                stack.extend(custom[0])
+            elif node.op != "stop_gradient":
                 stack.extend(node.src)
+                if "view_of" in node.memo:
+                    stack.append(node.memo["view_of"][0])
         return False
 
     # -- NumPy interoperation: np.exp(array) stays lazy -------------------------------------------
@@ -294,18 +322,25 @@ class Array:
         if not all(issubclass(t, (Array, np.ndarray)) for t in types):
             return NotImplemented
         name = _LAZY_NUMPY_FUNCTIONS.get(func)
-        if name is not None:
-            own = getattr(self.__array_namespace__(), name)
+        own = getattr(self.__array_namespace__(), name) if name is not None else None
+        if func is np.dot and _dot_is_matmul(args, kwargs):
+            own = _matmul
+        if own is not None:
             try:
-                inspect.signature(own).bind(*args, **kwargs)
-            except TypeError:
-                pass   # a NumPy-only argument (np.sum(x, 0), np.std(x, ddof=1)): NumPy's way below
-            else:
                 return own(*args, **kwargs)
-        elif func is np.dot and _dot_is_matmul(args, kwargs):
-            return _matmul(*args)
+            except (TypeError, ValueError):
+                # A NumPy-only argument (np.sum(x, 0), np.std(x, ddof=1), np.sort(x, axis=None)): NumPy's
+                # way below, which gives NumPy's answer, or NumPy's own error for a call that is wrong.
+                pass
         try:
-            return func._implementation(*args, **kwargs)
+            try:
+                return func._implementation(*args, **kwargs)
+            except _TracedToNumpy:
+                raise
+            except (TypeError, ValueError):
+                # NumPy's implementation called a method with what only NumPy's takes (np.max(x, initial=0),
+                # np.sum(x, where=m)): NumPy's function over the values.
+                return func(*_as_numpy(args), **_as_numpy(kwargs))
         except _TracedToNumpy:
             raise TypeError(f"np.{func.__name__} has no lazy exprgen counterpart, and one of its arguments is being "
                             f"differentiated: NumPy would compute it on the value and the gradient through it "
@@ -360,6 +395,17 @@ _LAZY_NUMPY_FUNCTIONS = {getattr(np, name): name for name in (
     "moveaxis", "ones_like", "prod", "repeat", "reshape", "roll", "round", "sort", "squeeze", "stack", "std",
     "sum", "swapaxes", "take", "take_along_axis", "tensordot", "tile", "transpose", "tril", "triu", "var",
     "where", "zeros_like")}
+
+
+def _as_numpy(tree):
+    """Arguments with every Array, in lists, tuples and dicts too, as its NumPy value."""
+    if isinstance(tree, Array):
+        return np.asarray(tree)
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(map(_as_numpy, tree))
+    if isinstance(tree, dict):
+        return {k: _as_numpy(v) for k, v in tree.items()}
+    return tree
 
 
 def _dot_is_matmul(args, kwargs) -> bool:

@@ -28,7 +28,7 @@ import operator
 import numpy as np
 
 from . import dtypes, functions, graph, opdefs, views
-from .array import Array, apply, asarray, astype, op_function, tracing, tracing_depth
+from .array import Array, apply, asarray, astype, converting, op_function, tracing, tracing_depth
 from .graph import BUFFER, SCALAR, VIEW, Node
 
 # -- backward formulas ----------------------------------------------------------------------------
@@ -231,7 +231,6 @@ def _variable(array: Array) -> Array:
     it; outside, it holds nothing of that node's graph."""
     node = array._graph_node()
     leaf = graph.buffer(node.buffer if node.op is BUFFER else array.numpy())
-    leaf.memo["variable"] = True   # what may not become NumPy while traced (Array.__array__)
     if tracing_depth():
         leaf.memo["view_of"] = (node, ())
     return Array(leaf)
@@ -251,11 +250,11 @@ def _inputs(args, argnums: tuple[int, ...]) -> list[Array]:
     return arrays
 
 
-def _traced(f, arrays: list[Array]) -> tuple[Array, Node]:
+def _traced(f, arrays: list[Array], variables: list[Node]) -> tuple[Array, Node]:
     """f's output as an Array, and the node the gradient starts from, taken while values f computed along
     the way still stand for their expressions (see ``tracing``): a loss f logged with float() is a buffer
     to every later use, but not to its gradient."""
-    with tracing():
+    with tracing(variables):
         out = f(*arrays)
         out = out if isinstance(out, Array) else asarray(out)
         return out, out._graph_node()
@@ -270,8 +269,8 @@ def _argnums(argnums) -> tuple[tuple[int, ...], bool]:
 def vjp(f, *primals):
     """(f(*primals), pullback): ``pullback(cotangent)`` gives the gradient for every primal."""
     arrays = _inputs(primals, tuple(range(len(primals))))
-    out, root = _traced(f, arrays)
     nodes = [a._graph_node() for a in arrays]
+    out, root = _traced(f, arrays, nodes)
 
     def pullback(cotangent):
         cotangent = cotangent if isinstance(cotangent, Array) else asarray(cotangent)
@@ -288,13 +287,14 @@ def value_and_grad(f, argnums=0):
 
     def wrapped(*args):
         arrays = _inputs(args, argnums)
-        out, root = _traced(f, arrays)
+        variables = [arrays[i]._graph_node() for i in argnums]
+        out, root = _traced(f, arrays, variables)
         if out.size != 1:
             raise ValueError(f"grad needs a function with a scalar output; it returned shape {out.shape}")
         if out.dtype not in dtypes.FLOATS:
             raise TypeError(f"grad needs a float output; it returned {out.dtype.name}")
         ones = functions.broadcast_to(asarray(np.ones((), out.dtype)), out.shape)
-        grads = _backward(root, ones, [arrays[i]._graph_node() for i in argnums])
+        grads = _backward(root, ones, variables)
         return out, grads[0] if single else tuple(grads)
 
     return wrapped
@@ -346,7 +346,8 @@ class custom_vjp:  # noqa: N801 - JAX's name
         if self.forward is None:
             raise TypeError(f"{self.function.__name__}: call defvjp(fwd, bwd) before using it")
         arrays = [a if isinstance(a, Array) else asarray(a) for a in args]
-        out, residuals = self.forward(*arrays)
+        with converting():   # the backward, not the graph, differentiates the forward: NumPy may compute it
+            out, residuals = self.forward(*arrays)
         out = out if isinstance(out, Array) else asarray(out)
         # A node of its own (the custom rule replaces the graph's): a hash-consed stop_gradient(out) would be
         # the node of the user's own stop_gradient(out), or of another custom function with the same forward.

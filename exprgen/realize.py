@@ -378,7 +378,10 @@ def _in_place_unsafe(out: list[np.ndarray], launch: _Launch) -> bool:
     An out= buffer that shares memory with an input other than element for element always would. One
     that is the input, element for element, is safe in the kernel that writes it (each element is read
     before it is written), but not where a later kernel, or a later result copied out at the end, reads
-    that input again."""
+    that input again. Nor are two out= buffers that share memory: kernels writing both would interleave
+    their elements, where copying the results in, in order, lets the later one win (NumPy's order)."""
+    if any(np.may_share_memory(a, b) for i, a in enumerate(out) for b in out[i + 1:]):
+        return True
     plan = launch.plan
     for i, buf in enumerate(out):
         for slot, leaf in enumerate(launch.leaves):

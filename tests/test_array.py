@@ -507,3 +507,14 @@ def test_a_plan_a_rule_made_for_one_scalar_value_is_kept_for_it_and_bounded():
     for k in range(40):   # rules that fire on each value (x/2**k): bounded, and still right
         np.testing.assert_array_equal((x / 2.0 ** k).numpy(), x0 / 2.0 ** k)
     assert max(map(len, realize._plans.values())) <= realize._MAX_PLANS_PER_STRUCTURE
+
+
+def test_out_buffers_that_overlap_each_other_take_the_later_result_where_they_overlap():
+    """As NumPy's multi-output ufuncs: kernels writing both interleaved their elements."""
+    X = ex.asarray(np.arange(6.0))
+    big = np.zeros(8)
+    ex.eval(X + 1, X * 10, out=[big[:6], big[2:]])
+    np.testing.assert_array_equal(big, [1, 2, 0, 10, 20, 30, 40, 50])
+    interleaved = np.zeros(12)
+    ex.eval(X + 1, X * 10, out=[interleaved[::2], interleaved[1::2]])   # sharing a range, not an element
+    np.testing.assert_array_equal(interleaved, np.ravel([np.arange(6.0) + 1, np.arange(6.0) * 10], order="F"))

@@ -370,3 +370,40 @@ def test_numpy_functions_outside_a_gradient_compute_as_before():
     lazy = np.concatenate([x, np.ones(2)])
     assert isinstance(lazy, ex.Array) and lazy.numpy().tolist() == [0, 1, 2, 3, 4, 1, 1]
     assert float(np.std(x, ddof=1)) == pytest.approx(np.std(np.arange(5.0), ddof=1))
+
+
+NUMPY_CALLS_EXPRGEN_REFUSES = ["np.sort(X, axis=None)", "np.argsort(X, axis=None)", "np.concatenate([X, X], axis=None)",
+                               "np.tile(X, 2)", "np.roll(X, np.array(2))", "np.expand_dims(X, [0])", "np.tril(X[0])",
+                               "np.full_like(X, [1, 2, 3, 4])", "np.round(X > 5)", "np.max(X, initial=20)",
+                               "np.sum(X, where=X > 3)"]
+
+
+@pytest.mark.parametrize("call", NUMPY_CALLS_EXPRGEN_REFUSES)
+def test_numpy_calls_exprgen_s_functions_refuse_get_numpy_s_answer(call):
+    values = np.arange(12.0).reshape(3, 4)
+    got, expected = np.asarray(eval(call, {"np": np, "X": ex.asarray(values)})), eval(call, {"np": np, "X": values})
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("use", ["stop_gradient", "bool mask", "nonzero", "an earlier gradient", "custom_vjp forward"])
+def test_values_no_gradient_flows_through_may_become_numpy_inside_grad(use):
+    w0 = np.array([0.3, -1.2, 2.5, 0.7])
+    earlier = ex.grad(lambda w: ex.sum(w * w))(ex.asarray(w0))
+
+    @ex.custom_vjp
+    def median(x):
+        return ex.asarray(np.median(np.asarray(x)))
+    median.defvjp(lambda x: (ex.asarray(np.median(np.asarray(x))), x), lambda x, g: (g * ex.ones_like(x) / x.size,))
+    f = {"stop_gradient": lambda w: ex.sum(w * np.asarray(ex.stop_gradient(w))),
+         "bool mask": lambda w: ex.sum(w * np.asarray(w > 0)),
+         "nonzero": lambda w: ex.sum(w[np.nonzero(w > 0)]),
+         "an earlier gradient": lambda w: ex.sum(w * np.asarray(earlier)),
+         "custom_vjp forward": lambda w: median(w * 2)}[use]
+    expected = {"stop_gradient": w0, "bool mask": (w0 > 0) * 1.0, "nonzero": (w0 > 0) * 1.0,
+                "an earlier gradient": 2 * w0, "custom_vjp forward": np.full(4, 0.5)}[use]
+    np.testing.assert_allclose(ex.grad(f)(ex.asarray(w0)).numpy(), expected, rtol=1e-15)
+
+
+def test_a_value_numpy_computed_from_a_variable_refuses_to_become_numpy():
+    with pytest.raises(TypeError, match="differentiated"):
+        ex.grad(lambda w: ex.asarray(np.asarray(ex.sort(w))).sum())(ex.asarray(np.ones(3)))
