@@ -51,8 +51,9 @@ def _divide_by_power_of_two(node: Node, reads: set) -> Node | None:
     if not isinstance(c.arg, float) or c.arg == 0 or not math.isfinite(c.arg):
         return None
     mantissa, exponent = math.frexp(abs(c.arg))
-    info = np.finfo(node.dtype)
-    if mantissa != 0.5 or not info.tiny <= 1 / abs(c.arg) <= info.max or not info.tiny <= abs(c.arg) <= info.max:
+    info = np.finfo(node.dtype)   # as Python floats: a float32 bound compared with 1e300 warns of overflow
+    tiny, largest = float(info.tiny), float(info.max)
+    if mantissa != 0.5 or not tiny <= 1 / abs(c.arg) <= largest or not tiny <= abs(c.arg) <= largest:
         return None
     return graph.apply("multiply", node.src[0], graph.scalar(1 / c.arg))
 
