@@ -130,6 +130,20 @@ def _unusable(path: str) -> str | None:
 _CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ELOOP}
 
 
+def _make_shard(shard: str, mode: int) -> None:
+    """``<root>/<backend>/<k[:2]>``, each level with ``mode`` (os.makedirs gives the levels above the last
+    0777 less the umask: 0775 under the common umask 002, which ``unsafe_directory`` refuses). A level of
+    yours that others may write in (made so by an older exprgen) loses those bits: each entry in it is still
+    checked before it is loaded."""
+    for path in (os.path.dirname(shard), shard):
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            st = os.stat(path, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o022:
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)
+
+
 def prebuilt_dirs() -> list[str]:
     """The read-only tiers: $EXPRGEN_PREBUILT_DIR's directories, then the package's own when installed."""
     return settings.prebuilt_dirs() + ([PACKAGE_PREBUILT] if os.path.isdir(PACKAGE_PREBUILT) else [])
@@ -207,21 +221,46 @@ def examine(paths: dict[str, str], key: str, owners: set[int], links: bool = Fal
     if not isinstance(meta.get("compiler"), str) or compute_key(backend, meta["compiler"], stored) != key:
         return "key does not match its source and compiler", meta
     try:
-        # Not through a link where none belongs (it could name any library of yours), and the file whose
-        # bytes are checked, not whatever the path names afterwards.
-        flags = os.O_RDONLY | os.O_CLOEXEC | (0 if links else os.O_NOFOLLOW)
-        with os.fdopen(os.open(paths["binary"], flags), "rb") as f:
-            st = os.fstat(f.fileno())
-            blob = f.read()
+        # Not through a link where none belongs (it could name any library of yours); owner, mode and bytes
+        # read from one descriptor.
+        fd = os.open(paths["binary"], os.O_RDONLY | os.O_CLOEXEC | (0 if links else os.O_NOFOLLOW))
     except OSError:
         return "binary missing or a link", meta
-    if st.st_uid not in owners:
-        return Unsafe("not owned by you", paths["binary"]), meta
-    if st.st_mode & 0o022:
-        return Unsafe("writable by others", paths["binary"]), meta
-    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
-        return "checksum mismatch", meta
-    return None, meta
+    try:
+        st = os.fstat(fd)
+        with open(fd, "rb", closefd=False) as f:
+            blob = f.read()
+    except OSError:
+        problem = "binary unreadable"
+    else:
+        problem = None
+        if st.st_uid not in owners:
+            problem = Unsafe("not owned by you", paths["binary"])
+        elif st.st_mode & 0o022:
+            problem = Unsafe("writable by others", paths["binary"])
+        elif hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+            problem = "checksum mismatch"
+    finally:
+        os.close(fd)
+    return problem, meta
+
+
+def load_checked(paths: dict[str, str], key: str, owners: set[int], links: bool = False,
+                 source: str | None = None) -> tuple[str | None, dict | None, object]:
+    """``examine``, then the kernel loaded: (problem, metadata, function or None). A sound entry that is no
+    library is the problem "cannot be loaded (...)".
+
+    The loader opens the path again after the checks. Loading through the checked descriptor
+    (/proc/self/fd/N) would close that gap, but glibc knows a loaded library by its name first: the next
+    kernel loaded through a reused descriptor number got the first one's code. So the directories a tier
+    lies in, and a prebuilt link's target directories, must be writable only by whom you trust (README)."""
+    problem, meta = examine(paths, key, owners, links, source)
+    if problem:
+        return problem, meta, None
+    try:
+        return None, meta, cpu.load(paths["binary"])
+    except OSError as exc:
+        return f"cannot be loaded ({exc})", meta, None
 
 
 class KernelCache:
@@ -315,13 +354,12 @@ class KernelCache:
         if not compiled:
             counters.count("cache_hit_disk")  # another process finished it while we waited for the lock
         paths = entry_paths(root, key)
-        try:
-            function = cpu.load(paths["binary"])
-        except OSError as exc:
+        problem, _, function = load_checked(paths, key, trusted_owners("disk"), source=source)
+        if problem:
             _remove(paths["meta"])   # uncommitted: the next run compiles it again, perhaps with a fixed compiler
             raise cpu.CompileError(f"the compiler {cpu.compiler()} made {paths['binary']} from {paths['source']}, "
-                                   f"which cannot be loaded ({exc}): if it is a working C++ compiler, this is an "
-                                   f"exprgen bug; please report it") from None
+                                   f"which does not load as it was checked ({problem}): if it is a working C++ "
+                                   f"compiler, this is an exprgen bug; please report it") from None
         entry = Entry(key, function, "compiled" if compiled else "disk", paths["binary"])
         self.memory[key] = entry
         return entry
@@ -391,22 +429,20 @@ class KernelCache:
 
     def _load(self, tier: str, root: str, key: str, source: str, isa: str = cpu.NATIVE) -> Entry | None:
         paths = entry_paths(root, key)
-        problem, _ = examine(paths, key, trusted_owners(tier), links=tier == "prebuilt", source=source)
+        problem, _, function = load_checked(paths, key, trusted_owners(tier), links=tier == "prebuilt", source=source)
         next_step = "rebuilding it" if tier == "disk" else "skipping it"
         if isinstance(problem, Unsafe):   # said once per file or directory at fault
             what = (f"kernel {paths['binary']}" if problem.path == paths["binary"] else
                     f"the kernels under {problem.path}, such as {paths['binary']}")
             self._warn_once(problem.path, f"refusing {what}: {problem} (loading a library runs its code); {next_step}")
             return None
-        if problem:
-            return None  # absent, truncated or corrupted: rebuilt by the caller, never loaded
-        try:
-            function = cpu.load(paths["binary"])
-        except OSError as exc:   # its checksum matched, yet it is no library: a compiler wrote garbage
+        if problem and problem.startswith("cannot be loaded"):   # its checksum matched: a compiler wrote garbage
             if tier == "disk":
                 _remove(paths["meta"])   # uncommitted, so the caller's build compiles it again
-            self._warn_once(paths["binary"], f"kernel {paths['binary']} cannot be loaded ({exc}); {next_step}")
+            self._warn_once(paths["binary"], f"kernel {paths['binary']} {problem}; {next_step}")
             return None
+        if problem:
+            return None  # absent, truncated or corrupted: rebuilt by the caller, never loaded
         if tier == "disk":
             try:
                 os.utime(paths["meta"])  # least-recently-used order for pruning
@@ -426,7 +462,7 @@ class KernelCache:
         ``isa``: the target of ``backend`` (for CUDA, the sm_XX)."""
         paths = entry_paths(root, key, backend)
         shard = os.path.dirname(paths["binary"])
-        os.makedirs(shard, mode=0o755 if shared else 0o700, exist_ok=True)
+        _make_shard(shard, 0o755 if shared else 0o700)
         owners = trusted_owners("prebuilt" if shared else "disk")
         problem = unsafe_directory(shard, owners)
         if problem:   # what is written there would be refused (a shard linked elsewhere, say)

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from . import cache, settings
 from .backends import cpu, cuda
-from .cache import KernelCache, entry_paths, examine, read_manifest, trusted_owners
+from .cache import KernelCache, entry_paths, examine, load_checked, read_manifest, trusted_owners
 from .kernelset import standard_set
 
 NOT_AN_ENTRY = "no entry"   # a lock file alone, or an entry being published right now
@@ -409,13 +409,10 @@ def _load_problem(entry: Stored) -> str | None:
     """Why a CPU entry that passed every check still cannot be loaded (a compiler that wrote garbage), or
     its problem. Loading runs the library's code: only entries whose owners and modes are sound get here,
     and only those built for an ISA this CPU runs (a library's initialisers may use its instructions)."""
-    if entry.problem is not None or entry.backend != "cpu" or entry.meta.get("isa") not in cpu.supported_isas():
+    if entry.problem is not None or entry.backend != "cpu" or not cpu.runs_here(entry.meta.get("compiler")):
         return entry.problem
-    try:
-        cpu.load(entry_paths(entry.root, entry.key)["binary"])
-    except OSError as exc:
-        return f"cannot be loaded ({exc})"
-    return None
+    return load_checked(entry_paths(entry.root, entry.key), entry.key, trusted_owners(entry.tier),
+                        links=entry.tier == "prebuilt")[0]
 
 
 def _remove_file(path: str) -> str | None:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from exprgen.backends import cpu
+
 REPO = Path(__file__).resolve().parents[1]
 
 AFFINE = "ex.asarray(x) * 2.0 + 1.0"      # one kernel
@@ -553,3 +555,24 @@ def test_missing_compiler_falls_back_to_numpy_with_one_warning(tmp_path):
     assert len(result["warnings"]) == 1
     warning = result["warnings"][0]
     assert "install g++" in warning and "/nonexistent/g++" in warning and "NumPy" in warning
+
+
+def test_a_cache_made_under_umask_002_compiles_and_is_used_again(tmp_path):
+    """os.makedirs made the levels above a shard 0777 less the umask (0775 under umask 002, Debian's and
+    Fedora's default for users), which the directory checks then refused: no kernel could be compiled."""
+    code = "import os; os.umask(0o002)\n" + f"report(ok=check({AFFINE!r}))"
+    first, again = run(code, tmp_path / "cache"), run(code, tmp_path / "cache")
+    assert first["ok"] and first["stats"]["compiles"] == 1 and not first["warnings"]
+    assert again["ok"] and again["stats"]["compiles"] == 0 and not again["warnings"]
+    assert all(p.stat().st_mode & 0o022 == 0 for p in (tmp_path / "cache").rglob("*") if p.is_dir())
+
+
+def test_only_binaries_built_for_this_cpu_count_as_runnable_here(tmp_path):
+    """cache verify loads (runs the initialisers of) a binary only if it was built for this CPU: natively on
+    one with these features, or for a level this CPU runs. The entry's isa field alone could lie."""
+    identity = cpu.identity(str(tmp_path))
+    assert cpu.runs_here(identity)
+    version, flags, target, prelude = identity.rsplit("|", 3)
+    assert not cpu.runs_here("|".join((version, flags, "native:00000000deadbeef", prelude)))
+    assert cpu.runs_here("|".join((version, flags, "isa:x86-64", prelude))) == ("x86-64" in cpu.supported_isas())
+    assert not cpu.runs_here("|".join((version, flags, "isa:x86-64-v9", prelude))) and not cpu.runs_here(None)

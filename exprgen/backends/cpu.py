@@ -154,6 +154,16 @@ def _identity_of(version: str, isa: str = NATIVE) -> str:
     return f"{version}|{' '.join(flags(isa) + LIBS)}|{target}|prelude:{prelude_digest()}"
 
 
+def runs_here(identity) -> bool:
+    """Was a binary of this compiler ``identity`` (as a cache entry records it, its key authenticating it)
+    built for this CPU: natively on one with the same features, or for an ISA level this CPU runs?"""
+    if not isinstance(identity, str):
+        return False
+    parts = identity.rsplit("|", 2)   # version|flags|target|prelude (_identity_of); a version may hold "|"
+    target = parts[1] if len(parts) == 3 else ""
+    return target == f"native:{_cpu_features()}" or (target.startswith("isa:") and target[4:] in supported_isas())
+
+
 def _version(path: str) -> str:
     try:
         proc = subprocess.run([path, "--version"], capture_output=True, text=True)
