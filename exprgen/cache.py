@@ -120,6 +120,9 @@ def _unusable(path: str) -> str | None:
         return "is owned by another user"
     if st.st_mode & 0o022:
         return f"is writable by others (mode {st.st_mode & 0o777:o}; chmod 700 it to use it)"
+    above = _unsafe_above(path)
+    if above:
+        return f"is in a directory others could swap it in: {above}"
     if not os.access(path, os.W_OK | os.X_OK):
         return READ_ONLY
     return None
@@ -175,6 +178,9 @@ def unsafe_directory(shard: str, owners: set[int]) -> str | None:
     it must be owned by ``owners`` and writable by no one else, who could plant a binary with metadata and
     source to match it; those below the root must not be links (to a directory that others may write)."""
     backend_dir = os.path.dirname(shard)
+    above = _unsafe_above(os.path.dirname(backend_dir))
+    if above:
+        return above
     for path, follow in ((os.path.dirname(backend_dir), True), (backend_dir, False), (shard, False)):
         try:
             st = os.stat(path, follow_symlinks=follow)
@@ -189,6 +195,28 @@ def unsafe_directory(shard: str, owners: set[int]) -> str | None:
         if st.st_mode & 0o022:
             return Unsafe(f"its directory {path} is writable by others (mode {st.st_mode & 0o777:o})", path)
     return None
+
+
+def _unsafe_above(path: str) -> str | None:
+    """Why someone else could swap ``path`` (a tier directory, a link's target) for a directory of their
+    own, or None: a directory above it (where the link leads) owned by someone but you or root, or that
+    others may write in without the sticky bit (as /tmp has, which lets no one rename another's entries).
+    The loader opens a kernel's path again after the checks, so the whole path must be trusted."""
+    current = os.path.dirname(os.path.realpath(path))
+    while True:
+        try:
+            st = os.stat(current)
+        except OSError:
+            return None   # the checks below the tier find what is missing
+        if st.st_uid not in (os.getuid(), 0):
+            return Unsafe(f"the directory {current} above it is owned by another user", current)
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            return Unsafe(f"the directory {current} above it is writable by others (mode "
+                          f"{st.st_mode & 0o777:o}, not sticky)", current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
 
 
 def examine(paths: dict[str, str], key: str, owners: set[int], links: bool = False,
@@ -220,6 +248,10 @@ def examine(paths: dict[str, str], key: str, owners: set[int], links: bool = Fal
     backend = os.path.basename(os.path.dirname(shard))
     if not isinstance(meta.get("compiler"), str) or compute_key(backend, meta["compiler"], stored) != key:
         return "key does not match its source and compiler", meta
+    if links and os.path.islink(paths["binary"]):
+        problem = _unsafe_above(os.path.join(os.path.realpath(paths["binary"]), "binary"))
+        if problem:
+            return problem, meta
     try:
         # Not through a link where none belongs (it could name any library of yours); owner, mode and bytes
         # read from one descriptor.
@@ -250,10 +282,10 @@ def load_checked(paths: dict[str, str], key: str, owners: set[int], links: bool 
     """``examine``, then the kernel loaded: (problem, metadata, function or None). A sound entry that is no
     library is the problem "cannot be loaded (...)".
 
-    The loader opens the path again after the checks. Loading through the checked descriptor
-    (/proc/self/fd/N) would close that gap, but glibc knows a loaded library by its name first: the next
-    kernel loaded through a reused descriptor number got the first one's code. So the directories a tier
-    lies in, and a prebuilt link's target directories, must be writable only by whom you trust (README)."""
+    The loader opens the path again after the checks, which is why ``_unsafe_above`` checks the whole path.
+    Loading through the checked descriptor (/proc/self/fd/N) would close the gap outright, but glibc knows
+    a loaded library by its name first: the next kernel loaded through a reused descriptor number got the
+    first one's code."""
     problem, meta = examine(paths, key, owners, links, source)
     if problem:
         return problem, meta, None

@@ -576,3 +576,17 @@ def test_only_binaries_built_for_this_cpu_count_as_runnable_here(tmp_path):
     assert not cpu.runs_here("|".join((version, flags, "native:00000000deadbeef", prelude)))
     assert cpu.runs_here("|".join((version, flags, "isa:x86-64", prelude))) == ("x86-64" in cpu.supported_isas())
     assert not cpu.runs_here("|".join((version, flags, "isa:x86-64-v9", prelude))) and not cpu.runs_here(None)
+
+
+def test_a_cache_inside_a_directory_others_may_rename_in_is_refused(tmp_path):
+    """The loader opens a kernel's path again after the checks: whoever can rename a directory above the
+    cache (writable by others, no sticky bit) could swap in one of their own in between."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    result = run(f"report(ok=check({AFFINE!r}))", shared / "cache")
+    assert result["ok"] and len(result["warnings"]) == 1, result
+    assert "writable by others" in result["warnings"][0] and str(shared) in result["warnings"][0]
+    shared.chmod(0o1777)   # sticky, as /tmp: no one renames another's entries
+    sticky = run(f"report(ok=check({AFFINE!r}))", shared / "cache")
+    assert sticky["ok"] and not sticky["warnings"], sticky

@@ -395,3 +395,22 @@ def test_demo_shows_the_expression_its_kernel_source_the_compile_the_cache_hit_a
     assert "eg::sigmoid_f4_f4(" in out and "void run_range(" in out     # the generated source
     assert "second evaluation" in out and "(compiles: 0," in out          # served from the caches
     assert "NumPy, same expression" in out and "max |exprgen - NumPy|" in out
+
+
+def test_a_prebuilt_link_whose_target_others_could_swap_is_refused(tmp_path):
+    prebuilt, shared = tmp_path / "prebuilt", tmp_path / "shared"
+    assert cli("prebuild", "--ops", "exp", "--dtypes", "float32", "--into", prebuilt, "--no-progress").returncode == 0
+    (meta,) = entries(prebuilt)
+    binary = meta.with_suffix(".so")
+    shared.mkdir()
+    (shared / "inner").mkdir()
+    target = shared / "inner" / "exp.so"
+    binary.rename(target)
+    binary.symlink_to(target)
+    shared.chmod(0o777)   # not sticky: anyone may rename inner/ and put their own library there
+    loaded = finish(child(LOADED_ISA, [], tmp_path / "cache", EXPRGEN_PREBUILT_DIR=prebuilt))
+    assert loaded["ok"] and loaded["stats"]["cache_hits"]["prebuilt"] == 0 and loaded["stats"]["compiles"] == 1
+    assert any(str(shared) in w and "writable by others" in w for w in loaded["warnings"]), loaded["warnings"]
+    shared.chmod(0o755)
+    trusted = finish(child(LOADED_ISA, [], tmp_path / "cache2", EXPRGEN_PREBUILT_DIR=prebuilt, EXPRGEN_NO_COMPILE=1))
+    assert trusted["ok"] and trusted["stats"]["cache_hits"]["prebuilt"] == 1
