@@ -97,11 +97,15 @@ def set_num_threads(n: int) -> None:
     _global_threads = _checked_threads(n)
 
 
-@contextlib.contextmanager
 def threads(n: int):
     """``with ex.threads(1): ...`` runs kernels in the block on ``n`` threads (this Python thread only)."""
+    return _threads_block(_checked_threads(n))   # checked here: a warning then names the caller's line
+
+
+@contextlib.contextmanager
+def _threads_block(count: int):
     previous = getattr(_state, "threads", None)
-    _state.threads = _checked_threads(n)
+    _state.threads = count
     try:
         yield
     finally:

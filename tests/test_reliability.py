@@ -25,8 +25,9 @@ def test_a_thread_count_over_the_cap_is_cut_down_with_a_warning(restore_threads)
     with pytest.warns(RuntimeWarning, match=f"asks for 60000 threads; using {CAP}"):
         ex.set_num_threads(60000)
     assert ex.get_num_threads() == CAP
-    with pytest.warns(RuntimeWarning, match="asks for 100000 threads"), ex.threads(100000):
+    with pytest.warns(RuntimeWarning, match="asks for 100000 threads") as caught, ex.threads(100000):
         assert ex.get_num_threads() == CAP
+    assert caught[0].filename == __file__   # the caller's line, not contextlib's
     ex.set_num_threads(CAP)   # the cap itself is allowed, silently (pytest turns warnings into errors)
     assert ex.get_num_threads() == CAP
 
