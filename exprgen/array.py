@@ -315,10 +315,10 @@ class Array:
 
     # -- NumPy interoperation: np.exp(array) stays lazy -------------------------------------------
     def __array_function__(self, func, types, args, kwargs):
-        """NumPy's functions on Arrays: exprgen's own of the same name where it has one and the call fits its
-        signature (lazy, fused, differentiable), else NumPy's implementation, which calls the Array's methods
-        (np.sum, np.mean: lazy) or converts it to NumPy (computed). A value being differentiated refuses
-        that conversion: the gradient through it would be lost silently."""
+        """NumPy's functions on Arrays: exprgen's own of the same name where it has one and it takes the call
+        (lazy, fused, differentiable), else NumPy's implementation, which calls the Array's methods (np.sum,
+        np.mean: lazy) or converts it to NumPy (computed), else NumPy's function over the values. A value
+        being differentiated refuses to be converted: the gradient through it would be lost silently."""
         if not all(issubclass(t, (Array, np.ndarray)) for t in types):
             return NotImplemented
         name = _LAZY_NUMPY_FUNCTIONS.get(func)

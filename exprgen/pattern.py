@@ -105,9 +105,9 @@ class Rewriter:
     """Applies rules bottom-up until no rule fires, recording what fired and which values were read."""
 
     # Tries of the rule table per node of the graph before rewriting is taken to be a loop (a node takes a
-    # few: one per rule that fires on it, and one that finds none). Counted over the whole graph, so a long fixpoint of a
-    # large graph is not mistaken for two rules undoing each other; at least MIN_STEPS, as a rule may build
-    # new nodes that rewrite again.
+    # few: one per rule that fires on it, and one that finds none). Counted over the whole graph, so a long
+    # fixpoint of a large graph is not mistaken for two rules undoing each other; at least MIN_STEPS, as a
+    # rule may build new nodes that rewrite again.
     STEPS_PER_NODE = 100
     MIN_STEPS = 100_000
 

@@ -228,7 +228,8 @@ def _make_step(kernel: Kernel, registers: dict, layouts: dict, owned: set[int]) 
     flat = [s for per_array in strides for s in per_array]
     return Step(function=entry.function, total=total, ndim=len(strides[0]) if strides else 1,
                 shape=cpu.ffi.new("int64_t[]", shape), strides=cpu.ffi.new("int64_t[]", flat or [0]),
-                arrays=tuple(registers[id(n)] for n in arrays), inputs=len(kernel.inputs), scalars=tuple(registers[id(n)] for n in kernel.scalars),
+                arrays=tuple(registers[id(n)] for n in arrays), inputs=len(kernel.inputs),
+                scalars=tuple(registers[id(n)] for n in kernel.scalars),
                 scalar_format="<" + "".join(_SCALAR_FORMAT[type(n.arg)] for n in kernel.scalars),
                 parallel=math.prod(kernel.shape) >= settings.PARALLEL_THRESHOLD, reasons=list(kernel.reasons),
                 summary=summary, key=entry.key, tier=entry.tier, source_path=entry.path[:-3] + ".cpp", source=source)
