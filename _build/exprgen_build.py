@@ -48,7 +48,7 @@ class BuildPy(build_py):
         else:
             importable = os.path.abspath(self.build_lib)
         into = os.path.join(importable, "exprgen", "_prebuilt")
-        command = [sys.executable, "-m", "exprgen.cli", "prebuild", "--into", into, "--no-progress",
+        command = [sys.executable, "-m", "exprgen.tools.cli", "prebuild", "--into", into, "--no-progress",
                    "--target", os.environ.get("EXPRGEN_PREBUILD_TARGETS", "cpu")]
         for option, variable in NARROWING.items():
             if os.environ.get(variable):

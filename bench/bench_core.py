@@ -459,7 +459,7 @@ def fresh_process(runs: int = 5) -> dict:
 def rewrite_time(ex, nodes: int = 1000, repeat: int = 7) -> dict:
     """Rewriting a fresh 1,000-node graph (issue target: under 50 ms), and a repeat of the same structure,
     which the plan cache answers without rewriting at all."""
-    from exprgen.realize import rewrite
+    from exprgen.runtime.realize import rewrite
 
     def build():
         x = ex.asarray(np.linspace(-1, 1, 8, dtype=DTYPE))
@@ -473,7 +473,7 @@ def rewrite_time(ex, nodes: int = 1000, repeat: int = 7) -> dict:
         return y._graph_node()
 
     def _toposort(a):
-        from exprgen.graph import toposort
+        from exprgen.ir.graph import toposort
         return toposort([a._graph_node()])
 
     times, size = [], 0

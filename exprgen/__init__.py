@@ -10,28 +10,29 @@ backends -> realize. See README.md and ../shared/DESIGN.md.
 
 from __future__ import annotations
 
-from . import opdefs as _opdefs
-from .array import (Array, apply, asarray, clip, device, elementwise, from_dlpack, gelu, op_function,
+from .ir import opdefs as _opdefs
+from .rewrite import rules  # the user-rules API: ex.rules.var, call, register, unregister
+from .api.array import (Array, apply, asarray, clip, device, elementwise, from_dlpack, gelu, op_function,
                     round, where)
 from .settings import configure as config, get_num_threads, set_num_threads, threads
-from .autodiff import custom_vjp, grad, stop_gradient, value_and_grad, vjp
+from .autodiff.reverse import custom_vjp, grad, stop_gradient, value_and_grad, vjp
 from .counters import reset_stats, stats
-from .functions import (all, any, argmax, argmin, broadcast_to, concat, concatenate, count_nonzero, expand_dims, flip,
+from .api.functions import (all, any, argmax, argmin, broadcast_to, concat, concatenate, count_nonzero, expand_dims, flip,
                         log_softmax, logsumexp, max, mean, min, permute_dims, prod, reshape, softmax, squeeze, stack,
                         std, sum, swapaxes, transpose, var)
-from .creation import (arange, empty, empty_like, eye, full, full_like, linspace, meshgrid, ones, ones_like, tril,
+from .api.creation import (arange, empty, empty_like, eye, full, full_like, linspace, meshgrid, ones, ones_like, tril,
                        triu, zeros, zeros_like)
-from .manipulation import broadcast_arrays, diff, moveaxis, repeat, roll, tile, unstack
-from .materialising import (argsort, cumulative_prod, cumulative_sum, nonzero, searchsorted, sort, unique_all,
+from .api.manipulation import broadcast_arrays, diff, moveaxis, repeat, roll, tile, unstack
+from .api.materialising import (argsort, cumulative_prod, cumulative_sum, nonzero, searchsorted, sort, unique_all,
                             unique_counts, unique_inverse, unique_values)
-from .linear_algebra import matmul, matrix_transpose, tensordot, vecdot
-from .indexing import take, take_along_axis
-from .array_api import (__array_api_version__, __array_namespace_info__, astype, can_cast, e, finfo, iinfo, inf,
+from .api.linear_algebra import matmul, matrix_transpose, tensordot, vecdot
+from .api.indexing import take, take_along_axis
+from .api.array_api import (__array_api_version__, __array_namespace_info__, astype, can_cast, e, finfo, iinfo, inf,
                         isdtype, nan, newaxis, pi, result_type)
-from .dtypes import (BOOL as bool, FLOAT32 as float32, FLOAT64 as float64, INT8 as int8, INT16 as int16,  # noqa: A001
+from .ir.dtypes import (BOOL as bool, FLOAT32 as float32, FLOAT64 as float64, INT8 as int8, INT16 as int16,  # noqa: A001
                      INT32 as int32, INT64 as int64, UINT8 as uint8, UINT16 as uint16, UINT32 as uint32,
                      UINT64 as uint64)
-from .realize import evaluate as _evaluate  # load the backend now: the first result should not wait for it
+from .runtime.realize import evaluate as _evaluate  # load the backend now: the first result should not wait for it
 
 __version__ = "0.1.0"
 
@@ -59,13 +60,13 @@ def eval(*arrays, out=None):  # noqa: A001 - the library's verb
 
 def to_dot(*arrays, path=None) -> str:
     """Graphviz source of the rewritten graph with one cluster per kernel (a PNG at ``path`` too)."""
-    from .report import to_dot as _to_dot
+    from .tools.explain import to_dot as _to_dot
 
     return _to_dot(*arrays, path=path)
 
 
 def explain(*arrays) -> str:
     """What exprgen does for these arrays: rewrites, kernels, their sources and cache status."""
-    from .report import explain as _explain
+    from .tools.explain import explain as _explain
 
     return _explain(*arrays)

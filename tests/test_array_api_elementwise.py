@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import exprgen as ex
-from exprgen import dtypes
+from exprgen.ir import dtypes
 from exprgen.testing import assert_matches_reference
 
 REAL = dtypes.SUPPORTED

@@ -248,7 +248,7 @@ def test_a_stopped_lock_holder_delays_a_compile_only_so_long(warm, tmp_path):
         fcntl.flock(locks[-1], fcntl.LOCK_EX)   # held by this test process, which never lets go in time
     root.chmod(0o700)
     try:
-        result = run(f"import exprgen.cache\nexprgen.cache.LOCK_WAIT_SECONDS = 0.3\n"
+        result = run(f"import exprgen.cache.store\nexprgen.cache.store.LOCK_WAIT_SECONDS = 0.3\n"
                      f"report(ok=check({AFFINE!r}) and check({SHIFTED!r}))", root)
     finally:
         for lock in locks:
@@ -450,7 +450,7 @@ def test_compile_error_names_source_quotes_compiler_and_leaves_no_entry(tmp_path
     root = tmp_path / "cache"
     result = run("""
 from exprgen.backends import cpu
-from exprgen.cache import kernel_cache
+from exprgen.cache.store import kernel_cache
 try:
     kernel_cache().get("this is not C++;", "broken")
     report(raised=None)

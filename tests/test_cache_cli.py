@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from exprgen import prebuild
-from exprgen.cli import main
-from exprgen.kernelset import standard_set
+from exprgen.cache import prebuild
+from exprgen.tools.cli import main
+from exprgen.cache.kernelset import standard_set
 from test_cache import PRELUDE, REPO, child_env, finish, sha256
 from test_prebuild import child, cli, entries
 
@@ -242,7 +242,7 @@ def test_clear_reports_what_it_could_not_remove_and_fails(built, tmp_path, reque
     for shard in root.glob("cpu/*"):
         shard.chmod(0o555)
     kernels = sorted(root.glob("cpu/*/*.so"))
-    code = f"import os, sys\nfrom exprgen import cli, prebuild\n{become}\nsys.exit(cli.main(['cache', 'clear']))"
+    code = f"import os, sys\nfrom exprgen.tools import cli\nfrom exprgen.cache import prebuild\n{become}\nsys.exit(cli.main(['cache', 'clear']))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=child_env(root), capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import exprgen as ex
-from exprgen import graph, reference
-from exprgen.array import Array
-from exprgen.realize import plan_for
+from exprgen.ir import graph
+from exprgen.ir import interpret as reference
+from exprgen.api.array import Array
+from exprgen.runtime.realize import plan_for
 from exprgen.testing import assert_close, assert_matches_reference
 
 from test_cuda import ARCHS, cuda_sources, needs_nvrtc

@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 
 import exprgen as ex
-from exprgen import dtypes, opdefs, views
+from exprgen.ir import dtypes
+from exprgen.ir import opdefs
+from exprgen.ir import views
 from exprgen.backends import cuda
-from exprgen.graph import BUFFER, INDEX, VIEW
-from exprgen.realize import rewrite
-from exprgen.render import _function_name, loop_geometry, render, rows_geometry
-from exprgen.schedule import schedule
+from exprgen.ir.graph import BUFFER, INDEX, VIEW
+from exprgen.runtime.realize import rewrite
+from exprgen.codegen.render import _function_name, loop_geometry, render, rows_geometry
+from exprgen.schedule.fusion import schedule
 
 ARCHS = ("sm_80", "sm_90")
 
@@ -224,7 +226,7 @@ def test_a_source_error_is_reported_with_nvrtc_log():
 
 @needs_nvrtc
 def test_cuda_cache_entries_are_keyed_by_arch_nvrtc_version_and_prelude(tmp_path):
-    from exprgen.cache import KernelCache, entry_paths, examine, trusted_owners
+    from exprgen.cache.store import KernelCache, entry_paths, examine, trusted_owners
 
     (source,) = cuda_sources(ex.exp(ex.asarray(_data(np.float64, (3,)))))
     kernels = KernelCache()

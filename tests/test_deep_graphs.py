@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 import exprgen as ex
-from exprgen import graph, schedule
-from exprgen.pattern import RewriteError, Rewriter
-from exprgen.realize import rewrite
-from exprgen.rules import BUILTIN, Rule, var
+from exprgen.ir import graph
+from exprgen.schedule import fusion as schedule
+from exprgen.rewrite.pattern import RewriteError, Rewriter
+from exprgen.runtime.realize import rewrite
+from exprgen.rewrite.rules import BUILTIN, Rule, var
 from exprgen.testing import assert_matches_reference
 
 DEEP = 100_000   # far past Python's recursion limit

@@ -38,10 +38,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import exprgen as ex
-from exprgen import graph, opdefs, reference
+from exprgen.ir import graph
+from exprgen.ir import opdefs
+from exprgen.ir import interpret as reference
 from exprgen import settings as exprgen_settings
-from exprgen.cache import kernel_cache
-from exprgen.graph import BUFFER, LEAVES, SCALAR, VIEW, toposort
+from exprgen.cache.store import kernel_cache
+from exprgen.ir.graph import BUFFER, LEAVES, SCALAR, VIEW, toposort
 from exprgen.testing import (COMPOSITES, VIEWS, Case, Leaf, assert_matches_reference, assert_rewrite_keeps_values,
                              check_values, compare, enclose, expressions)
 

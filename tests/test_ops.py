@@ -27,7 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import exprgen as ex
-from exprgen import dtypes, opdefs, reference
+from exprgen.ir import dtypes
+from exprgen.ir import opdefs
+from exprgen.ir import interpret as reference
 from exprgen.testing import (assert_close, assert_matches_reference, defines_signed_zero, domain_arrays, edge_values,
                              ulp_bound, ulp_distance)
 

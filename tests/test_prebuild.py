@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from exprgen.backends import cpu
-from exprgen.kernelset import standard_set
+from exprgen.cache.kernelset import standard_set
 from test_cache import PRELUDE, REPO, attempt, child_env, finish, run
 
 OPS, DTYPES = "exp,add,where,sum", "float32,int32"
@@ -26,7 +26,7 @@ OPS, DTYPES = "exp,add,where,sum", "float32,int32"
 # The standard expressions of a narrowed set, on data drawn from each op's domain, against the reference.
 STANDARD_RUN = """
 import math
-from exprgen.kernelset import standard_graphs
+from exprgen.cache.kernelset import standard_graphs
 from exprgen.testing import assert_matches_reference
 rng = np.random.default_rng(0)
 
@@ -52,7 +52,7 @@ report(names=names)
 
 def cli(*args, env=None, cache_dir=None) -> subprocess.CompletedProcess:
     environ = child_env(cache_dir or Path(os.environ["EXPRGEN_CACHE_DIR"]) / "unused", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "exprgen.cli", *map(str, args)], cwd=REPO, env=environ,
+    return subprocess.run([sys.executable, "-m", "exprgen.tools.cli", *map(str, args)], cwd=REPO, env=environ,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -184,7 +184,7 @@ def test_four_concurrent_prebuilds_compile_each_kernel_once_and_leave_no_partial
     root = tmp_path / "shared"
     args = ["prebuild", "--ops", "exp,add", "--dtypes", "float32", "--into", root, "-j", "1", "--no-progress"]
     environ = child_env(tmp_path / "unused")
-    procs = [subprocess.Popen([sys.executable, "-m", "exprgen.cli", *map(str, args)], cwd=REPO, env=environ,
+    procs = [subprocess.Popen([sys.executable, "-m", "exprgen.tools.cli", *map(str, args)], cwd=REPO, env=environ,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
@@ -245,7 +245,7 @@ def test_manifest_recorded_by_two_concurrent_processes_replays_completely(tmp_pa
 
 
 LOADED_ISA = """
-from exprgen.cache import kernel_cache
+from exprgen.cache.store import kernel_cache
 x = np.linspace(-3, 3, 100, dtype=np.float32)
 ok = bool(np.allclose(ex.exp(ex.asarray(x)).numpy(), np.exp(x)))
 report(ok=ok, isas=sorted({e.isa for e in kernel_cache().memory.values()}))
@@ -317,8 +317,8 @@ def test_bad_prebuild_arguments_are_refused_before_building(tmp_path, args, mess
 
 
 def test_a_manifest_kernel_that_fails_to_compile_is_reported_and_the_rest_are_built(tmp_path):
-    from exprgen.cache import MANIFEST_FORMAT, manifest_entry
-    from exprgen.kernelset import standard_set
+    from exprgen.cache.store import MANIFEST_FORMAT, manifest_entry
+    from exprgen.cache.kernelset import standard_set
 
     (good,) = standard_set(["exp"], ["float64"])
     manifest = tmp_path / "kernels.json"
@@ -341,8 +341,8 @@ def test_a_file_that_is_not_a_manifest_is_named(tmp_path):
 
 
 def test_memory_hit_computes_one_key(tmp_path, monkeypatch):
-    from exprgen import cache
-    from exprgen.kernelset import standard_set
+    from exprgen.cache import store as cache
+    from exprgen.cache.kernelset import standard_set
 
     monkeypatch.setenv("EXPRGEN_CACHE_DIR", str(tmp_path / "cache"))
     cache.reset_kernel_cache()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import exprgen as ex
-from exprgen.realize import plan_for
-from exprgen.reference import evaluate
+from exprgen.runtime.realize import plan_for
+from exprgen.ir.interpret import evaluate
 from exprgen.testing import assert_matches_reference
 
 AXES = [None, 0, 1, 2, -1, (0, 1), (0, 2), (1, 2), (0, 1, 2), ()]

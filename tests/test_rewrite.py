@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import exprgen as ex
-from exprgen import graph, rules
-from exprgen.realize import plan_for, rewrite
-from exprgen.reference import evaluate
+from exprgen.ir import graph
+from exprgen.rewrite import rules
+from exprgen.runtime.realize import plan_for, rewrite
+from exprgen.ir.interpret import evaluate
 
 # One expression per built-in rule that must make it fire: x is a float array, i an int32 array,
 # b a bool array.

@@ -6,9 +6,11 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
 import exprgen as ex
-from exprgen import opdefs, reference, rules
-from exprgen.dtypes import SUPPORTED
-from exprgen.graph import BUFFER, structure_key, toposort
+from exprgen.ir import opdefs
+from exprgen.ir import interpret as reference
+from exprgen.rewrite import rules
+from exprgen.ir.dtypes import SUPPORTED
+from exprgen.ir.graph import BUFFER, structure_key, toposort
 from exprgen.testing import (PATTERN, array_dtypes, array_shapes, array_views, arrays, assert_matches_reference,
                              assert_rewrite_keeps_values, broadcastable_shapes, check_values, compare, domain_elements,
                              edge_values, enclose, expressions, tolerance, ulp_distance, vocabulary)

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import exprgen as ex
-from exprgen import opdefs
+from exprgen.ir import opdefs
 from exprgen.backends import cpu
 from exprgen.testing import assert_close, defines_signed_zero
 
@@ -117,7 +117,7 @@ def validation_manifest(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("isa", ISA_LEVELS)
 def test_within_numpy_validation_tolerance_at_every_isa_level(isa, validation_manifest, tmp_path):
     prebuilt = tmp_path / "prebuilt"
-    built = child("-m", "exprgen.cli", "prebuild", "--manifest", str(validation_manifest), "--target",
+    built = child("-m", "exprgen.tools.cli", "prebuild", "--manifest", str(validation_manifest), "--target",
                   f"cpu:{isa}", "--into", str(prebuilt), "--no-progress")
     assert built.returncode == 0, built.stdout + built.stderr
     # A fresh cache and no compiling: every kernel this run launches is the level's prebuilt binary.

@@ -34,15 +34,16 @@ import weakref
 
 import numpy as np
 
-from . import dtypes, graph, opdefs, rules
-from .graph import BUFFER, Node
+from ..ir import dtypes, graph, opdefs
+from ..rewrite import rules
+from ..ir.graph import BUFFER, Node
 
 
 def _realize():
     """The realize module, imported on first use: building expressions never loads the backend."""
     global _realize_module
     if _realize_module is None:
-        from . import realize
+        from ..runtime import realize
 
         _realize_module = realize
     return _realize_module
@@ -503,7 +504,7 @@ def normalize_device(device) -> str:
 def _refuse_cuda(device: str):
     """Raise the reason arrays cannot be on CUDA ``device`` here: CudaUnavailable (a RuntimeError) when
     there is no GPU to be had, else NotImplementedError (CUDA evaluation is not wired in yet)."""
-    from .backends import cuda
+    from ..backends import cuda
 
     gpu = cuda.device(cuda.parse_device(device))
     raise NotImplementedError(f"exprgen cannot keep arrays on {device} yet: its CUDA kernels are rendered and "

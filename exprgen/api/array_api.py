@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import dtypes, graph
+from ..ir import dtypes, graph
 from .array import CPU, Array, asarray, check_device, normalize_device
 from .array import astype as _astype
 

@@ -31,7 +31,7 @@ import operator
 
 import numpy as np
 
-from . import dtypes, graph
+from ..ir import dtypes, graph
 from .array import Array, asarray, check_device
 from .functions import broadcast_to, reshape, shape_argument
 

@@ -20,9 +20,9 @@ import operator
 
 import numpy as np
 
-from . import graph, opdefs
+from ..ir import graph, opdefs
 from .array import Array, apply, asarray, astype
-from .realize import evaluate
+from ..runtime.realize import evaluate
 
 builtins_sum = builtins.sum   # this module defines sum, max, min, any and all as NumPy does
 
@@ -302,7 +302,7 @@ def concatenate(arrays, axis: int = 0) -> Array:
     pending = [(p, result[i]) for p, i in zip(parts, indices) if p.size]
     if pending:
         evaluate(tuple(p._graph_node() for p, _ in pending), out=[s for _, s in pending])
-    from .autodiff import computed   # later in the pipeline: the gradient is each part's slice of g
+    from ..autodiff.reverse import computed   # later in the pipeline: the gradient is each part's slice of g
 
     return computed(result, parts, lambda g: [g[i] for i in indices], "concatenate")
 

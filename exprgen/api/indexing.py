@@ -28,11 +28,11 @@ import operator
 
 import numpy as np
 
-from . import graph, views
+from ..ir import graph, views
 from .array import Array, asarray
-from .autodiff import computed
+from ..autodiff.reverse import computed
 from .functions import reshape
-from .graph import BUFFER
+from ..ir.graph import BUFFER
 from .materialising import values
 
 _SEQUENCES = (Array, np.ndarray, list, tuple, bool, np.bool_)   # index parts that are (or make) arrays

@@ -23,9 +23,9 @@ import math
 
 import numpy as np
 
-from . import graph
+from ..ir import graph
 from .array import Array, asarray
-from .autodiff import computed, sum_to
+from ..autodiff.reverse import computed, sum_to
 from .functions import permute_dims, reshape, sum, swapaxes
 from .manipulation import axes_in_order
 from .materialising import values

@@ -19,9 +19,9 @@ import operator
 
 import numpy as np
 
-from . import graph
+from ..ir import graph
 from .array import Array, apply, asarray
-from .autodiff import computed
+from ..autodiff.reverse import computed
 from .functions import broadcast_to, concatenate, reshape, transpose
 from .materialising import values
 

@@ -18,11 +18,11 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import dtypes, graph
+from ..ir import dtypes, graph
 from .array import Array, asarray
-from .autodiff import computed
+from ..autodiff.reverse import computed
 from .functions import flip
-from .realize import evaluate
+from ..runtime.realize import evaluate
 
 UniqueAllResult = namedtuple("UniqueAllResult", ["values", "indices", "inverse_indices", "counts"])
 UniqueCountsResult = namedtuple("UniqueCountsResult", ["values", "counts"])

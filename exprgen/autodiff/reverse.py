@@ -27,9 +27,10 @@ import operator
 
 import numpy as np
 
-from . import dtypes, functions, graph, opdefs, views
-from .array import Array, apply, asarray, astype, converting, op_function, tracing, tracing_depth
-from .graph import BUFFER, SCALAR, VIEW, Node
+from ..ir import dtypes, graph, opdefs, views
+from ..api import functions
+from ..api.array import Array, apply, asarray, astype, converting, op_function, tracing, tracing_depth
+from ..ir.graph import BUFFER, SCALAR, VIEW, Node
 
 # -- backward formulas ----------------------------------------------------------------------------
 

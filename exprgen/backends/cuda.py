@@ -25,7 +25,7 @@ import re
 import struct
 import time
 
-from ..render import CUDA_THREADS, ENTRY
+from ..codegen.render import CUDA_THREADS, ENTRY
 from ..resources import data_dir
 from .cpu import CompileError  # a failed compile is an exprgen bug whichever the backend: one type to catch
 

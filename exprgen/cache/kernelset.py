@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import dtypes, graph, opdefs
-from .render import loop_geometry, render, rows_geometry
-from .schedule import schedule
+from ..ir import dtypes, graph, opdefs
+from ..codegen.render import loop_geometry, render, rows_geometry
+from ..schedule.fusion import schedule
 
 FULL, ROW, ZERO_D = (4, 8), (8,), ()
 # Python scalar kinds met with arrays of each dtype kind: the array's own, and ints beside floats (x * 2).

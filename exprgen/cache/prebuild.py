@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from . import cache, settings
-from .backends import cpu, cuda
-from .cache import KernelCache, entry_paths, examine, load_checked, read_manifest, trusted_owners
+from . import store as cache
+from .. import settings
+from ..backends import cpu, cuda
+from .store import KernelCache, entry_paths, examine, load_checked, read_manifest, trusted_owners
 from .kernelset import standard_set
 
 NOT_AN_ENTRY = "no entry"   # a lock file alone, or an entry being published right now

@@ -60,8 +60,8 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from . import counters, settings
-from .backends import cpu, cuda
+from .. import counters, settings
+from ..backends import cpu, cuda
 
 FORMAT_VERSION = "1"
 MANIFEST_FORMAT = 1
@@ -70,7 +70,7 @@ BACKEND_FILES = {"cpu": (".so", ".cpp"), "cuda": (".cubin", ".cu")}
 # Per backend, the module that names and makes its binaries: identity(state_dir, target) and
 # compile_source(source path, binary path, target), where target is an ISA level or an sm_XX.
 BACKENDS = {"cpu": cpu, "cuda": cuda}
-PACKAGE_PREBUILT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_prebuilt")
+PACKAGE_PREBUILT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_prebuilt")
 # How long a process waits for another's per-key compile lock before compiling the kernel privately. A
 # compile takes well under a second; minutes mean the holder is stopped (Ctrl-Z, SIGSTOP) or hung.
 LOCK_WAIT_SECONDS = 120.0

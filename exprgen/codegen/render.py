@@ -26,11 +26,11 @@ import functools
 import jinja2
 import numpy as np
 
-from . import opdefs
-from .dtypes import C_TYPE
-from .graph import INDEX, Node, expression_text, reductions, toposort
-from .resources import data_dir
-from .schedule import Kernel
+from ..ir import opdefs
+from ..ir.dtypes import C_TYPE
+from ..ir.graph import INDEX, Node, expression_text, reductions, toposort
+from ..resources import data_dir
+from ..schedule.fusion import Kernel
 
 ENTRY = "exprgen_kernel"
 TARGETS = ("cpu", "cuda")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import dtypes
-from .resources import data_dir
+from ..resources import data_dir
 
 ARITY = {"unary": 1, "binary": 2, "ternary": 3, "reduce": 1}
 DEFAULT_INPUTS = {"unary": ("x",), "binary": ("x", "y"), "reduce": ("x",)}
@@ -43,9 +43,9 @@ def prelude_functions() -> frozenset[str]:
 
 
 def _numpy_namespace() -> dict:
-    from . import reference  # the helpers NumPy lacks (erf, gelu) live with the interpreter
+    from . import interpret  # the helpers NumPy lacks (erf, gelu) live with the interpreter
 
-    return {"np": np, "math": math, **reference.HELPERS}
+    return {"np": np, "math": math, **interpret.HELPERS}
 
 
 _C_TOKEN = re.compile(r"\s*(?:(?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+|\d+)|(?P<name>[A-Za-z_]\w*)"

@@ -15,8 +15,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from . import graph, opdefs
-from .graph import SCALAR, Node
+from ..ir import graph, opdefs
+from ..ir.graph import SCALAR, Node
 
 
 class Pat:

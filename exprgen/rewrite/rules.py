@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from . import dtypes, graph, opdefs, reference
-from .graph import BUFFER, LEAVES, SCALAR, Node
+from ..ir import dtypes, graph, opdefs, interpret
+from ..ir.graph import BUFFER, LEAVES, SCALAR, Node
 from .pattern import KINDS, Pat, Rule
 
 x, y = Pat.var("x"), Pat.var("y")
@@ -345,7 +345,7 @@ def check_user_rule(rule: Rule, before: Node, after: Node) -> None:
     rng = np.random.default_rng(0)
     leaves = [n for n in graph.toposort([before, after]) if n.op is BUFFER]
     swap = {id(n): _random_like(n, rng) for n in leaves}
-    want, got = reference.evaluate([graph.substitute(before, swap), graph.substitute(after, swap)])
+    want, got = interpret.evaluate([graph.substitute(before, swap), graph.substitute(after, swap)])
     if rule.kind == "exact":
         same = np.array_equal(want, got, equal_nan=want.dtype.kind == "f")
     else:

@@ -25,15 +25,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import counters, graph, opdefs, reference, settings, views
-from .backends import cpu
-from .cache import kernel_cache
-from .graph import BUFFER, INDEX, SCALAR, VIEW, Node
+from .. import counters, settings
+from ..ir import graph, opdefs, interpret, views
+from ..backends import cpu
+from ..cache.store import kernel_cache
+from ..ir.graph import BUFFER, INDEX, SCALAR, VIEW, Node
 from .memory import MIN_BYTES, pool
-from .pattern import Rewriter
-from .render import loop_geometry, render, rows_geometry
-from . import rules
-from .schedule import Kernel, schedule
+from ..rewrite.pattern import Rewriter
+from ..codegen.render import loop_geometry, render, rows_geometry
+from ..rewrite import rules
+from ..schedule.fusion import Kernel, schedule
 
 _SCALAR_FORMAT = {bool: "q", int: "q", float: "d"}
 
@@ -477,7 +478,7 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
     elif way is not _REFERENCE:
         counters.count("plan_hit")
     if way is _REFERENCE:
-        values = reference.evaluate(roots)
+        values = interpret.evaluate(roots)
         if out is None:
             return values
         for buf, value in zip(out, values):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .graph import LEAVES, SCALAR, VIEW, Node, reductions, toposort
+from ..ir.graph import LEAVES, SCALAR, VIEW, Node, reductions, toposort
 
 
 MAX_OUTPUTS = 16   # per kernel: past this, compiling one wide kernel costs more than a second pass saves

@@ -9,7 +9,7 @@ that draw the cases to check; a ``Case`` drawn there is compared as the Arrays i
 Tolerances come from one table, ``tolerance(op, dtype)``: each op's ``ulp`` entry in ``ops/`` (0 where it
 has none: the result must be correctly rounded); bool and integer results are exact. The truth of a
 float32 op is the op computed in float64 from its float32 operands and rounded once
-(``reference.evaluate(..., exact_float32=True)``): NumPy's own float32 functions err too.
+(``interpret.evaluate(..., exact_float32=True)``): NumPy's own float32 functions err too.
 
 For one op on given inputs that is the whole story. A composition is compared with an *enclosure*
 (``enclose``), computed by the reference: for every element of every node, the interval of values that an
@@ -50,10 +50,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import dtypes, opdefs, reference, rules, views
-from .array import Array, as_node
-from .graph import BUFFER, INDEX, LEAVES, SCALAR, VIEW, Node, reductions, toposort
-from .realize import evaluate, rewrite
+from ..ir import dtypes, opdefs, interpret, views
+from ..rewrite import rules
+from ..api.array import Array, as_node
+from ..ir.graph import BUFFER, INDEX, LEAVES, SCALAR, VIEW, Node, reductions, toposort
+from ..runtime.realize import evaluate, rewrite
 
 _ORDERED_INT = {dtypes.FLOAT32: np.int32, dtypes.FLOAT64: np.int64}
 
@@ -395,7 +396,7 @@ def _enclose_node(node: Node, found: dict, ulps: dict, real: bool) -> Bounds:
     if node.op is SCALAR:
         return _exact(np.asarray(node.arg, node.dtype))
     if node.op is INDEX:
-        return _exact(reference.index_values(node))
+        return _exact(interpret.index_values(node))
     if node.op is VIEW:
         return Bounds(*(views.apply(f, node.arg) for f in found[id(node.src[0])].fields()))
     if node.op in reductions():

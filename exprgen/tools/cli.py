@@ -60,7 +60,7 @@ def demo(args) -> int:
 
 
 def generate(args) -> int:
-    from .kernelset import standard_kernels
+    from ..cache.kernelset import standard_kernels
 
     target = Path(args.into) / "cpu"
     target.mkdir(parents=True, exist_ok=True)
@@ -82,8 +82,8 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def prebuild(args) -> int:
-    from . import prebuild as pb
-    from . import settings
+    from ..cache import prebuild as pb
+    from .. import settings
 
     jobs, notes = [], []
     try:
@@ -106,7 +106,7 @@ def prebuild(args) -> int:
 
 
 def cache(args) -> int:
-    from . import prebuild as pb
+    from ..cache import prebuild as pb
 
     left = 0   # problems found and not fixed, or files that could not be removed: exit 1
     if args.action == "info":

@@ -6,10 +6,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from .array import Array, asarray
-from .graph import LEAVES, toposort
-from .realize import plan_for, rewrite
-from .schedule import schedule
+from ..api.array import Array, asarray
+from ..ir.graph import LEAVES, toposort
+from ..runtime.realize import plan_for, rewrite
+from ..schedule.fusion import schedule
 
 
 def _graph_text(roots) -> list[str]:

@@ -1,0 +1,1 @@
+"""The user's surface: ``Array`` and the NumPy-style functions that build graphs."""

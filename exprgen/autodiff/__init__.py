@@ -1,0 +1,1 @@
+"""Reverse-mode differentiation: gradients as more graph in the same op language."""

@@ -1,0 +1,1 @@
+"""Rewriting: the pattern engine and the rule tables it runs to a fixpoint."""

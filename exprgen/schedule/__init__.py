@@ -1,0 +1,1 @@
+"""Scheduling: the rewritten graph cut into kernels, each of one kind."""

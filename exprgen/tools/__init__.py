@@ -1,0 +1,1 @@
+"""Tools over the pipeline: ``explain`` / ``to_dot`` and the ``exprgen`` command."""
