@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import dtypes
+from .numpy_helpers import HELPERS
 from ..resources import data_dir
 
 ARITY = {"unary": 1, "binary": 2, "ternary": 3, "reduce": 1}
@@ -43,9 +44,7 @@ def prelude_functions() -> frozenset[str]:
 
 
 def _numpy_namespace() -> dict:
-    from . import interpret  # the helpers NumPy lacks (erf, gelu) live with the interpreter
-
-    return {"np": np, "math": math, **interpret.HELPERS}
+    return {"np": np, "math": math, **HELPERS}
 
 
 _C_TOKEN = re.compile(r"\s*(?:(?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+|\d+)|(?P<name>[A-Za-z_]\w*)"
