@@ -407,3 +407,15 @@ def test_values_no_gradient_flows_through_may_become_numpy_inside_grad(use):
 def test_a_value_numpy_computed_from_a_variable_refuses_to_become_numpy():
     with pytest.raises(TypeError, match="differentiated"):
         ex.grad(lambda w: ex.asarray(np.asarray(ex.sort(w))).sum())(ex.asarray(np.ones(3)))
+
+
+def test_backward_formulas_have_one_vocabulary():
+    """A formula outside the vocabulary is refused when the op is defined, not when grad first meets it;
+    and every function the validator lets a formula call is one the interpreter builds."""
+    from exprgen.autodiff import reverse
+    from exprgen.ir import formulas
+
+    with pytest.raises(ValueError, match="ones_like"):
+        opdefs.define_elementwise("vocabulary_probe", "x", lambda x: x, vjp="ones_like(x)")
+    assert "vocabulary_probe" not in opdefs.registry()
+    assert formulas.CALLS - {formulas.NO_GRADIENT} <= set(reverse._CALLS)

@@ -16,7 +16,7 @@ ORDER = [
     # the ground floor: read by every stage
     "resources", "errors", "counters", "settings",
     # ir: what a graph is and what it means
-    "ir.dtypes", "ir.views", "ir.numpy_helpers", "ir.opdefs", "ir.formulas", "ir.graph", "ir.interpret",
+    "ir.dtypes", "ir.views", "ir.numpy_helpers", "ir.formulas", "ir.opdefs", "ir.graph", "ir.interpret",
     "rewrite.pattern", "rewrite.rules",
     "schedule.fusion",
     "codegen.geometry", "codegen.render", "codegen.kinds",

@@ -27,7 +27,7 @@ import operator
 
 import numpy as np
 
-from ..ir import dtypes, graph, opdefs, views
+from ..ir import dtypes, formulas, graph, opdefs, views
 from ..api import functions
 from ..api.array import Array, apply, asarray, astype, converting, op_function, tracing, tracing_depth
 from ..ir.graph import BUFFER, SCALAR, VIEW, Node
@@ -61,7 +61,7 @@ _COMPARE = {ast.Gt: "greater", ast.GtE: "greater_equal", ast.Lt: "less", ast.LtE
 def _parse(formula: str) -> ast.expr | None:
     """The formula's syntax tree; None for ``zeros_like(...)`` (no gradient flows)."""
     tree = ast.parse(formula, mode="eval").body
-    if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "zeros_like":
+    if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == formulas.NO_GRADIENT:
         return None
     return tree
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import dtypes
+from . import dtypes, formulas
 from .numpy_helpers import HELPERS
 from ..resources import data_dir
 
@@ -270,10 +270,10 @@ def _load_entry(name: str, raw: dict, source: str) -> OpDef:
 
 
 def _check_vjp_names(registry: dict[str, OpDef]) -> None:
-    callable_names = set(registry) | {"sum_to", "zeros_like", "ones_like", "broadcast_to"}
+    callable_names = set(registry) | formulas.CALLS
     for op in registry.values():
         for formula in op.vjp or ():
-            unknown = formula_names(formula) - {"g", "out"} - set(op.inputs) - set(op.params) - callable_names
+            unknown = formula_names(formula) - formulas.BOUND - set(op.inputs) - set(op.params) - callable_names
             if unknown:
                 raise ValueError(f"ops/ [{op.name}]: backward formula {formula!r} uses unknown names {sorted(unknown)}")
 
