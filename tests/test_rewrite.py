@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import exprgen as ex
 from exprgen.ir import graph
 from exprgen.rewrite import rules
+from exprgen.rewrite.pattern import Pat
 from exprgen.runtime.realize import plan_for, rewrite
 from exprgen.ir.interpret import evaluate
 
@@ -236,3 +237,8 @@ def test_to_dot_draws_kernels_as_clusters():
     x = ex.asarray(np.ones(4))
     dot = ex.to_dot(ex.sigmoid(x) * 2, x + 1)
     assert dot.startswith("digraph exprgen {") and "cluster_0" in dot and "sigmoid" in dot
+
+
+def test_a_pattern_over_an_unknown_op_is_refused_when_made():
+    with pytest.raises(ValueError, match="'typo'"):
+        Pat.apply("typo", Pat.var("x"))

@@ -37,6 +37,7 @@ class Pat:
 
     @staticmethod
     def apply(op: str, *src) -> Pat:
+        opdefs.get(op)  # a misspelt op would give a pattern that never matches: refuse it here, by name
         return Pat(op=op, src=tuple(map(_lift, src)))
 
     def __add__(self, other): return Pat.apply("add", self, other)
