@@ -24,7 +24,9 @@ from exprgen.ir import views
 from exprgen.backends import cuda
 from exprgen.ir.graph import BUFFER, INDEX, VIEW
 from exprgen.runtime.realize import rewrite
-from exprgen.codegen.render import _function_name, loop_geometry, render, rows_geometry
+from exprgen.codegen.geometry import loop_geometry, rows_geometry
+from exprgen.codegen.kinds import render
+from exprgen.codegen.render import _function_name
 from exprgen.schedule.fusion import schedule
 
 ARCHS = ("sm_80", "sm_90")

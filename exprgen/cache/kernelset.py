@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import dtypes, graph, opdefs
-from ..codegen.render import loop_geometry, render, rows_geometry
+from ..codegen import geometry
+from ..codegen.kinds import launch_geometry, render
 from ..schedule.fusion import schedule
 
 FULL, ROW, ZERO_D = (4, 8), (8,), ()
@@ -136,24 +137,15 @@ def standard_graphs(ops=None, dtypes_=None, values: Callable = _placeholder) -> 
                     yield f"{op.name}_{suffix}{layout_suffix}", node
 
 
-def _element_strides(shape: tuple, strides_bytes: tuple, itemsize: int) -> tuple[tuple, tuple]:
-    return shape, tuple(s // itemsize for s in strides_bytes)
-
-
 def render_graph(node: graph.Node, target: str = "cpu") -> tuple[str, str]:
     """(source, summary) of the one kernel computing ``node``, laid out as realize lays it out: inputs as
     they are, the output contiguous, the innermost strides taken from the same geometry; rendered for
     ``target`` ("cpu" or "cuda")."""
     (kernel,) = schedule((node,))
-    layouts = [_element_strides(n.shape, n.buffer.strides, n.dtype.itemsize) for n in kernel.inputs]
-    layouts += [_element_strides(n.shape, np.empty(n.shape, n.dtype).strides, n.dtype.itemsize)
-                for n in kernel.outputs]
-    if kernel.axes:
-        (_, outer), (_, inner) = rows_geometry(kernel.shape, kernel.axes, layouts)
-        strides = [o + i for o, i in zip(outer, inner)]
-    else:
-        _, strides = loop_geometry(kernel.shape, layouts)
-    return render(kernel, [s[-1] for s in strides], target, scratch=frozenset(range(len(kernel.outputs))))
+    layouts = [geometry.layout(n.shape, n.buffer.strides, n.dtype.itemsize) for n in kernel.inputs]
+    layouts += [geometry.layout(n.shape, np.empty(n.shape, n.dtype).strides, n.dtype.itemsize) for n in kernel.outputs]
+    inner_strides = launch_geometry(kernel, layouts).inner_strides
+    return render(kernel, inner_strides, target, scratch=frozenset(range(len(kernel.outputs))))
 
 
 def standard_set(ops=None, dtypes_=None, target: str = "cpu") -> Iterator[StandardKernel]:

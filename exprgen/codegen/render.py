@@ -4,8 +4,8 @@ Each op used in a kernel becomes one small inline function (``T`` bound to the t
 converted to), and the loop body calls them in order. The template arranges code; every decision (which
 function, which load expression for a layout) is made here in Python tables.
 
-``loop_geometry`` decides the loop nest: dims are coalesced across all arrays where the layouts allow,
-and each array's innermost stride picks its load form (contiguous, broadcast or strided). An index leaf
+geometry.py decides the loop nest, and each array's innermost stride picks its load form here
+(contiguous, broadcast or strided). An index leaf
 (graph.INDEX) has the same three forms with its offset for a value instead of a load: its "pointer" is
 an int64 base (the offset the kernel receives in its data slot, plus the row's offset), and element i is
 ``base + i * step``. That form is compiled in; sizes and strides are arguments, so one binary serves
@@ -14,9 +14,9 @@ every size with the same layouts.
 A rows kernel may store a value its reduction pass computes per element (softmax's exp(x - max)) into an
 output it owns and read it back in the last pass instead of computing it twice (``_reuse``).
 
-``target`` picks the templates: ``templates/cpu`` (C++ for the CPU) or ``templates/cuda`` (CUDA C++ for
-NVRTC). Everything else is shared: the op functions, the statements, the load forms and the geometry. A
-CUDA kernel walks the same flat index over the same coalesced shape and strides as the CPU kernel.
+One render function per kernel kind; kinds.py says which template each renders for each target:
+``templates/cpu`` (C++ for the CPU) or ``templates/cuda`` (CUDA C++ for NVRTC). Everything else is
+shared: the op functions, the statements, the load forms and the geometry. A CUDA kernel walks the same flat index over the same coalesced shape and strides as the CPU kernel.
 """
 
 from __future__ import annotations
@@ -33,72 +33,20 @@ from ..resources import data_dir
 from ..schedule.fusion import Kernel
 
 ENTRY = "exprgen_kernel"
-TARGETS = ("cpu", "cuda")
 CUDA_THREADS = 256   # threads per block of every CUDA kernel (its __launch_bounds__)
 
 
 _environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
                                  undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                                  keep_trailing_newline=True)
-# Compiled at import, so that a fresh process's first result does not wait for Jinja.
-_ELEMENTWISE = _environment.get_template("cpu/elementwise.cpp.j2")
-_ROWS = _environment.get_template("cpu/rows.cpp.j2")
+# The render targets, each with the template variables it sets besides the kernel's own.
+TARGET_VARIABLES = {"cpu": {}, "cuda": {"threads": CUDA_THREADS}}
 
 
 @functools.cache
-def _cuda_templates() -> tuple[jinja2.Template, jinja2.Template]:
-    """(elementwise, rows) for CUDA, compiled on first use: a CPU-only process never loads them."""
-    return _environment.get_template("cuda/elementwise.cu.j2"), _environment.get_template("cuda/rows.cu.j2")
-
-
-def _templates(target: str) -> tuple[jinja2.Template, jinja2.Template, dict]:
-    """(elementwise, rows, extra template variables) for ``target``."""
-    if target == "cpu":
-        return _ELEMENTWISE, _ROWS, {}
-    if target == "cuda":
-        return (*_cuda_templates(), {"threads": CUDA_THREADS})
-    raise ValueError(f"unknown render target {target!r}: one of {', '.join(TARGETS)}")
-
-
-def _broadcast_strides(shape: tuple[int, ...], arr_shape: tuple, arr_strides: tuple) -> list[int]:
-    """The array's strides over ``shape``: 0 along the dims it is broadcast over."""
-    pad = len(shape) - len(arr_shape)
-    return [0 if i < pad or arr_shape[i - pad] == 1 else arr_strides[i - pad] for i in range(len(shape))]
-
-
-def _coalesce(shape: tuple[int, ...], strides: list[list[int]]):
-    """Size-1 dims dropped, and adjacent dims merged wherever every array steps through them as one."""
-    dims = [d for d in range(len(shape)) if shape[d] != 1]
-    out_shape = [shape[d] for d in dims]
-    out_strides = [[s[d] for d in dims] for s in strides]
-    d = len(out_shape) - 1
-    while d > 0:
-        if all(s[d - 1] == s[d] * out_shape[d] for s in out_strides):
-            out_shape[d - 1] *= out_shape[d]
-            del out_shape[d]
-            for s in out_strides:
-                s[d - 1] = s[d]
-                del s[d]
-        d -= 1
-    if not out_shape:
-        return (1,), [[0] for _ in strides]
-    return tuple(out_shape), out_strides
-
-
-def loop_geometry(shape: tuple[int, ...], layouts: list[tuple[tuple, tuple]]):
-    """(loop shape, per-array strides) for arrays given as (shape, strides in elements), broadcast to
-    ``shape`` and coalesced."""
-    return _coalesce(shape, [_broadcast_strides(shape, *layout) for layout in layouts])
-
-
-def rows_geometry(shape: tuple[int, ...], axes: tuple[int, ...], layouts: list[tuple[tuple, tuple]]):
-    """((outer shape, outer strides), (inner shape, inner strides)) of a rows kernel: the kept dims and the
-    reduced dims of ``shape``, each group coalesced on its own."""
-    full = [_broadcast_strides(shape, *layout) for layout in layouts]
-    kept = [d for d in range(len(shape)) if d not in axes]
-    outer = _coalesce(tuple(shape[d] for d in kept), [[s[d] for d in kept] for s in full])
-    inner = _coalesce(tuple(shape[d] for d in axes), [[s[d] for d in axes] for s in full])
-    return outer, inner
+def template(name: str) -> jinja2.Template:
+    """The compiled template ``name`` (a path under ``templates/``), compiled once per process."""
+    return _environment.get_template(name)
 
 
 def _load(name: str, inner_stride: int, index: str = "i", virtual: bool = False) -> str:
@@ -146,23 +94,15 @@ def _call(node: Node, names: dict[int, str], functions: dict[str, dict], target:
     return f"eg::{fname}({', '.join(names[id(s)] for s in node.src)})"
 
 
-def render(kernel: Kernel, inner_strides: list[int], target: str = "cpu",
-           scratch: frozenset[int] = frozenset()) -> tuple[str, str]:
-    """(source, summary) for ``kernel`` with these innermost strides (inputs, then outputs), in the
-    language of ``target`` ("cpu" or "cuda"). ``scratch``: indices of the outputs whose buffers the kernel
-    may also use as scratch before it writes them (buffers allocated for it, each element its own
-    memory, shared with no input); see ``_reuse``."""
-    if kernel.axes:
-        return _render_rows(kernel, inner_strides, target, scratch)
-    return _render_map(kernel, inner_strides, target)
-
-
 def _vector(name: str, inner_stride: int) -> str | None:
     """A contiguous array's element in a CUDA kernel's 4-wide access (``k`` of ``<name>_v``), else None."""
     return f"{name}_v.v[k]" if inner_stride == 1 else None
 
 
-def _render_map(kernel: Kernel, inner_strides: list[int], target: str) -> tuple[str, str]:
+def render_map(kernel: Kernel, inner_strides: list[int], target: str, scratch: frozenset[int],
+               source_template: jinja2.Template) -> tuple[str, str]:
+    """A map kernel: one loop loading its inputs, computing its body and storing its outputs per element
+    (``scratch`` is of no use to it: it has no pass to store a value for)."""
     names: dict[int, str] = {}
     arrays = _arrays(kernel, inner_strides)
     scalars = _scalars(kernel, names)
@@ -184,16 +124,16 @@ def _render_map(kernel: Kernel, inner_strides: list[int], target: str) -> tuple[
                "block_target": f"out{i}_block[i - start]" if arrays[first_out + i]["contiguous"] else None}
               for i, node in enumerate(kernel.outputs)]
     summary = "; ".join(f"out{i} = {describe(node, names, kernel.body)}" for i, node in enumerate(kernel.outputs))
-    elementwise, _, extra = _templates(target)
     prefetch = [a["name"] for a in arrays[:first_out] if a["contiguous"]]
     streams = [a for a in arrays[first_out:] if a["contiguous"]]
-    source = elementwise.render(
+    source = source_template.render(
         summary=summary, functions=list(functions.values()), entry=ENTRY, arrays=arrays, scalars=scalars,
-        statements=statements, stores=stores, prefetch=prefetch, streams=streams, **extra)
+        statements=statements, stores=stores, prefetch=prefetch, streams=streams, **TARGET_VARIABLES[target])
     return source, summary
 
 
-def _render_rows(kernel: Kernel, inner_strides: list[int], target: str, scratch: frozenset[int]) -> tuple[str, str]:
+def render_rows(kernel: Kernel, inner_strides: list[int], target: str, scratch: frozenset[int],
+                source_template: jinja2.Template) -> tuple[str, str]:
     """A rows kernel: reductions in passes over each row, per-row values after each pass, then a pass
     writing the full-shape outputs. Per-row values live in a Row struct (``r.w<j>``)."""
     reduce_ops = reductions()
@@ -275,12 +215,11 @@ def _render_rows(kernel: Kernel, inner_strides: list[int], target: str, scratch:
     row_values = [{"ctype": C_TYPE[n.dtype], "name": per_row[id(n)]} for n in kernel.body if id(n) in per_row]
     summary_names = {**{id(n): f"x{i}" for i, n in enumerate(kernel.inputs)}, **scalar_names}
     summary = "; ".join(f"out{i} = {describe(n, summary_names, kernel.body)}" for i, n in enumerate(kernel.outputs))
-    _, rows, extra = _templates(target)
-    source = rows.render(
+    source = source_template.render(
         summary=summary, functions=list(functions.values()), reductions=reductions_info, entry=ENTRY,
         arrays=arrays, scalars=scalars, row_values=row_values, phases=phases,
         map_statements=map_statements, reuse_statements=reuse_statements, element_stores=element_stores,
-        row_stores=row_stores, **extra)
+        row_stores=row_stores, **TARGET_VARIABLES[target])
     return source, summary
 
 

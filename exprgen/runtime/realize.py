@@ -4,7 +4,7 @@
     plan = plans[key]  or:
         roots' = Rewriter(rules).rewrite(roots)       pattern.py + rules.py
         kernels = schedule(roots')                    schedule.py
-        source = render(kernel, layout)               render.py
+        source = render(kernel, layout)               codegen/kinds.py
         function = kernel_cache().get(source)         cache.py -> backends/cpu.py
     launch = plan bound to leaves                     remembered on a single root, per options
     run(launch, out)                                  allocate outputs, call the kernels
@@ -32,7 +32,8 @@ from ..cache.store import kernel_cache
 from ..ir.graph import BUFFER, INDEX, SCALAR, VIEW, Node
 from .memory import MIN_BYTES, pool
 from ..rewrite.pattern import Rewriter
-from ..codegen.render import loop_geometry, render, rows_geometry
+from ..codegen.geometry import layout
+from ..codegen.kinds import launch_geometry, render
 from ..rewrite import rules
 from ..schedule.fusion import Kernel, schedule
 
@@ -99,10 +100,6 @@ def _address(array: np.ndarray) -> int:
     return array.__array_interface__["data"][0]
 
 
-def _layout(array_shape: tuple, strides_bytes: tuple, itemsize: int) -> tuple[tuple, tuple]:
-    return array_shape, tuple(s // itemsize for s in strides_bytes)
-
-
 def _out_entry(out) -> tuple:
     return tuple((o.dtype.str, o.shape, o.strides) for o in out) if out is not None else None
 
@@ -125,7 +122,7 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
     layouts: dict[int, tuple[tuple, tuple]] = {}
     for leaf in leaves:
         if leaf.op is BUFFER:
-            layouts[id(leaf)] = _layout(leaf.shape, leaf.buffer.strides, leaf.dtype.itemsize)
+            layouts[id(leaf)] = layout(leaf.shape, leaf.buffer.strides, leaf.dtype.itemsize)
         elif leaf.op is INDEX:
             layouts[id(leaf)] = (leaf.shape, leaf.arg[0])
     allocations = []
@@ -140,7 +137,7 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
                 registers[id(node)] = len(leaves) + len(constants)
                 constants.append(node.buffer if node.op is BUFFER else node.arg)
                 if node.op is BUFFER:
-                    layouts[id(node)] = _layout(node.shape, node.buffer.strides, node.dtype.itemsize)
+                    layouts[id(node)] = layout(node.shape, node.buffer.strides, node.dtype.itemsize)
             else:
                 raise AssertionError(f"{node!r} is read before any kernel writes it")
         return registers[id(node)]
@@ -158,7 +155,7 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
                                 root_index if out is not None else None,
                                 node.size * node.dtype.itemsize >= MIN_BYTES))
             if out is not None and root_index is not None:
-                layouts[id(node)] = _layout(out[root_index].shape, out[root_index].strides, node.dtype.itemsize)
+                layouts[id(node)] = layout(out[root_index].shape, out[root_index].strides, node.dtype.itemsize)
             else:
                 layouts[id(node)] = (node.shape, views.contiguous_strides(node.shape))
                 # Not an out= buffer, which may be an input itself (in place) or overlap itself.
@@ -213,22 +210,14 @@ def _value_key(value) -> tuple:
 
 def _make_step(kernel: Kernel, registers: dict, layouts: dict, owned: set[int]) -> Step:
     arrays = kernel.inputs + kernel.outputs
-    if kernel.axes:
-        (outer, outer_strides), (inner, inner_strides) = rows_geometry(
-            kernel.shape, kernel.axes, [layouts[id(n)] for n in arrays])
-        shape = [len(outer), len(inner), *outer, *inner]
-        strides = [o + i for o, i in zip(outer_strides, inner_strides)]
-        total = math.prod(outer)
-    else:
-        loop_shape, strides = loop_geometry(kernel.shape, [layouts[id(n)] for n in arrays])
-        shape = list(loop_shape)
-        total = math.prod(kernel.shape)
+    launch = launch_geometry(kernel, [layouts[id(n)] for n in arrays])
     scratch = frozenset(i for i, node in enumerate(kernel.outputs) if id(node) in owned)
-    source, summary = render(kernel, [s[-1] for s in strides], scratch=scratch)
+    source, summary = render(kernel, launch.inner_strides, scratch=scratch)
     entry = kernel_cache().get(source, summary)
+    strides = launch.strides
     flat = [s for per_array in strides for s in per_array]
-    return Step(function=entry.function, total=total, ndim=len(strides[0]) if strides else 1,
-                shape=cpu.ffi.new("int64_t[]", shape), strides=cpu.ffi.new("int64_t[]", flat or [0]),
+    return Step(function=entry.function, total=launch.total, ndim=len(strides[0]) if strides else 1,
+                shape=cpu.ffi.new("int64_t[]", launch.shape), strides=cpu.ffi.new("int64_t[]", flat or [0]),
                 arrays=tuple(registers[id(n)] for n in arrays), inputs=len(kernel.inputs),
                 scalars=tuple(registers[id(n)] for n in kernel.scalars),
                 scalar_format="<" + "".join(_SCALAR_FORMAT[type(n.arg)] for n in kernel.scalars),

@@ -38,7 +38,7 @@ MAX_INPUTS = 64
 
 @dataclass
 class Kernel:
-    key: tuple                                           # ("map", shape) or ("rows", F, axes)
+    key: tuple                                           # (kind, shape), or ("rows", F, axes)
     outputs: list[Node] = field(default_factory=list)
     body: list[Node] = field(default_factory=list)       # nodes computed in the kernel, in dependency order
     inputs: list[Node] = field(default_factory=list)     # buffers read: leaves, views, other kernels' outputs
@@ -49,6 +49,11 @@ class Kernel:
     run: int = 0                                         # the run of the graph it lies in (see MAX_OPS)
 
     @property
+    def kind(self) -> str:
+        """"map" or "rows": what codegen/kinds.py's table is keyed by."""
+        return self.key[0]
+
+    @property
     def shape(self) -> tuple[int, ...]:
         """The loop's full shape (for a rows kernel, the shape being reduced)."""
         return self.key[1]
@@ -56,7 +61,7 @@ class Kernel:
     @property
     def axes(self) -> tuple[int, ...]:
         """Reduced axes; empty for a map kernel."""
-        return self.key[2] if self.key[0] == "rows" else ()
+        return self.key[2] if self.kind == "rows" else ()
 
     @property
     def kept_shape(self) -> tuple[int, ...]:

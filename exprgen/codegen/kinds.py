@@ -1,0 +1,53 @@
+"""The kinds of kernel, as a table: each names its templates, its launch geometry and its render function.
+
+A kernel's kind is ``Kernel.kind`` (schedule/fusion.py decides it); render, realize and the kernel set
+dispatch through ``KINDS`` and nothing else asks what a kernel is. Every kind today launches by the same
+convention, the entry ``(total, ndim, shape, arrays, strides, scalars, threads)`` of the templates, with
+``shape``, ``strides`` and ``total`` as its geometry gives them (geometry.Launch). A new kind is one entry
+here plus its templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..schedule.fusion import Kernel
+from .geometry import Launch, map_launch, rows_launch
+from .render import TARGET_VARIABLES, render_map, render_rows, template
+
+
+@dataclass(frozen=True)
+class Kind:
+    templates: dict[str, str]                       # target -> template path under templates/
+    geometry: Callable[[Kernel, list], Launch]      # (kernel, layouts of inputs then outputs) -> Launch
+    render: Callable[..., tuple[str, str]]          # (kernel, inner strides, target, scratch, template)
+
+
+KINDS = {
+    "map": Kind({"cpu": "cpu/elementwise.cpp.j2", "cuda": "cuda/elementwise.cu.j2"}, map_launch, render_map),
+    "rows": Kind({"cpu": "cpu/rows.cpp.j2", "cuda": "cuda/rows.cu.j2"}, rows_launch, render_rows),
+}
+
+# Compiled at import, so that a fresh process's first result does not wait for Jinja (a CPU-only process
+# never compiles the CUDA ones).
+for _kind in KINDS.values():
+    template(_kind.templates["cpu"])
+
+
+def launch_geometry(kernel: Kernel, layouts: list[tuple[tuple, tuple]]) -> Launch:
+    """How ``kernel`` is launched over arrays of these layouts ((shape, element strides), inputs then
+    outputs)."""
+    return KINDS[kernel.kind].geometry(kernel, layouts)
+
+
+def render(kernel: Kernel, inner_strides: list[int], target: str = "cpu",
+           scratch: frozenset[int] = frozenset()) -> tuple[str, str]:
+    """(source, summary) for ``kernel`` with these innermost strides (inputs, then outputs), in the
+    language of ``target`` ("cpu" or "cuda"). ``scratch``: indices of the outputs whose buffers the kernel
+    may also use as scratch before it writes them (buffers allocated for it, each element its own
+    memory, shared with no input); see render._reuse."""
+    if target not in TARGET_VARIABLES:
+        raise ValueError(f"unknown render target {target!r}: one of {', '.join(TARGET_VARIABLES)}")
+    kind = KINDS[kernel.kind]
+    return kind.render(kernel, inner_strides, target, scratch, template(kind.templates[target]))
