@@ -29,6 +29,7 @@ import inspect
 import math
 import operator
 import re
+import sys
 import threading
 import weakref
 
@@ -176,9 +177,7 @@ class Array:
         if api_version not in API_VERSIONS:
             raise ValueError(f"exprgen implements the array API revisions {', '.join(API_VERSIONS[1:])}, "
                              f"not {api_version!r}")
-        import exprgen
-
-        return exprgen
+        return _namespace()
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
         """DLPack export of the computed value: NumPy's capsule over the very same memory (a copy only with
@@ -288,8 +287,6 @@ class Array:
     # -- conversions --------------------------------------------------------------------------------
     def astype(self, dtype, /, *, copy: bool = True, device=None) -> Array:
         """NumPy's method, with the array API's ``copy`` and ``device`` (see ``exprgen.astype``)."""
-        from .array_api import astype as standard_astype   # array_api comes later in the pipeline
-
         return standard_astype(self, dtype, copy=copy, device=device)
 
     def _depends_on_a_variable(self) -> bool:
@@ -415,10 +412,15 @@ def _dot_is_matmul(args, kwargs) -> bool:
             and all(isinstance(a, (Array, np.ndarray)) and 1 <= a.ndim <= 2 for a in args))
 
 
-def _matmul(a, b) -> Array:
-    from .linear_algebra import matmul   # linear_algebra builds on modules that come after this one
+def _namespace():
+    """The public namespace, ``exprgen``: the module ``__array_namespace__`` returns, and where the functions
+    built on Array (``matmul`` on reshapes and reductions) are found by name. Importing any of exprgen's
+    modules imports the package first, so it is there whenever an Array is."""
+    return sys.modules[__name__.partition(".")[0]]
 
-    return matmul(a, b)
+
+def _matmul(a, b) -> Array:
+    return _namespace().matmul(a, b)
 
 
 def _divmod(a, b) -> tuple[Array, Array]:
@@ -647,7 +649,32 @@ def elementwise(name: str, c_expr: str, numpy_ref, vjp=None, dtypes=None):
     return op_function(name)
 
 
+def standard_astype(x, dtype, /, *, copy: bool = True, device=None) -> Array:
+    """``x`` converted to ``dtype``. ``copy=False`` returns ``x`` itself when it has that dtype already;
+    ``device`` must be the CPU, where arrays live today."""
+    x = x if isinstance(x, Array) else asarray(x)
+    if device is not None:
+        check_device(device)
+    if copy and x.dtype == dtypes.as_dtype(dtype):   # a kernel writes the copy
+        return Array(graph.apply("astype", x._graph_node(), params=(x.dtype.name,)))
+    return astype(x, dtype)
+
+
+def computed(value: np.ndarray, inputs, backward, name: str) -> Array:
+    """``value``, computed by NumPy from ``inputs`` (Arrays), as a leaf whose gradient is ``backward(g)``
+    (one Array per input); ``backward=None``: ``name`` is not differentiable, and a gradient reaching it
+    raises NotImplementedError instead of silently stopping there."""
+    def refuse(g):
+        raise NotImplementedError(f"{name} is not differentiable in exprgen (its value is computed by NumPy); "
+                                  f"wrap its result in ex.stop_gradient if no gradient should flow through it")
+
+    result = asarray(value)
+    result._graph_node().memo["custom_vjp"] = ([a._graph_node() for a in inputs], backward or refuse)
+    return result
+
+
 def astype(x, dtype) -> Array:
+    """``x`` as ``dtype``: ``x`` itself when it has it (the functions' internal conversion)."""
     dtype = dtypes.as_dtype(dtype)
     x = x if isinstance(x, Array) else asarray(x)
     if x.dtype == dtype:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..ir import dtypes, graph
 from .array import CPU, Array, asarray, check_device, normalize_device
-from .array import astype as _astype
+from .array import standard_astype as astype  # noqa: F401 - the namespace's astype
 
 __array_api_version__ = "2024.12"
 
@@ -102,17 +102,6 @@ def can_cast(from_, to, /) -> bool:
     """Whether ``from_`` (a dtype or an array) converts to dtype ``to`` without losing values (NumPy's
     "safe" casting)."""
     return bool(np.can_cast(_dtype_of(from_), dtypes.as_dtype(to), casting="safe"))
-
-
-def astype(x, dtype, /, *, copy: bool = True, device=None) -> Array:
-    """``x`` converted to ``dtype``. ``copy=False`` returns ``x`` itself when it has that dtype already;
-    ``device`` must be the CPU, where arrays live today."""
-    x = x if isinstance(x, Array) else asarray(x)
-    if device is not None:
-        check_device(device)
-    if copy and x.dtype == dtypes.as_dtype(dtype):   # a kernel writes the copy
-        return Array(graph.apply("astype", x._graph_node(), params=(x.dtype.name,)))
-    return _astype(x, dtype)
 
 
 class Info:

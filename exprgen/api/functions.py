@@ -21,7 +21,7 @@ import operator
 import numpy as np
 
 from ..ir import graph, opdefs
-from .array import Array, apply, asarray, astype
+from .array import Array, apply, asarray, astype, computed
 from ..runtime.realize import evaluate
 
 builtins_sum = builtins.sum   # this module defines sum, max, min, any and all as NumPy does
@@ -302,7 +302,6 @@ def concatenate(arrays, axis: int = 0) -> Array:
     pending = [(p, result[i]) for p, i in zip(parts, indices) if p.size]
     if pending:
         evaluate(tuple(p._graph_node() for p, _ in pending), out=[s for _, s in pending])
-    from ..autodiff.reverse import computed   # later in the pipeline: the gradient is each part's slice of g
 
     return computed(result, parts, lambda g: [g[i] for i in indices], "concatenate")
 
@@ -348,3 +347,12 @@ for _name, _function in {"swapaxes": swapaxes, "squeeze": squeeze}.items():
 Array.reshape = lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape)
 Array.transpose = lambda self, *axes: transpose(self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int)
                                                 else (axes or None))
+
+
+def sum_to(g: Array, shape: tuple[int, ...]) -> Array:
+    """``g`` summed over the axes that broadcasting added or stretched, to get back ``shape``."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + d for d, n in enumerate(shape) if n == 1 and g.shape[lead + d] != 1)
+    return reshape(sum(g, axis=axes, keepdims=True), shape) if axes else reshape(g, shape)

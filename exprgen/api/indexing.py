@@ -29,8 +29,7 @@ import operator
 import numpy as np
 
 from ..ir import graph, views
-from .array import Array, asarray
-from ..autodiff.reverse import computed
+from .array import Array, asarray, computed
 from .functions import reshape
 from ..ir.graph import BUFFER
 from .materialising import values

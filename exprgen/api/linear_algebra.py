@@ -24,9 +24,8 @@ import math
 import numpy as np
 
 from ..ir import graph
-from .array import Array, asarray
-from ..autodiff.reverse import computed, sum_to
-from .functions import permute_dims, reshape, sum, swapaxes
+from .array import Array, asarray, computed
+from .functions import permute_dims, reshape, sum, sum_to, swapaxes
 from .manipulation import axes_in_order
 from .materialising import values
 

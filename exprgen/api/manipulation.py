@@ -20,8 +20,7 @@ import operator
 import numpy as np
 
 from ..ir import graph
-from .array import Array, apply, asarray
-from ..autodiff.reverse import computed
+from .array import Array, apply, asarray, computed
 from .functions import broadcast_to, concatenate, reshape, transpose
 from .materialising import values
 

@@ -19,8 +19,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..ir import dtypes, graph
-from .array import Array, asarray
-from ..autodiff.reverse import computed
+from .array import Array, asarray, computed
 from .functions import flip
 from ..runtime.realize import evaluate
 

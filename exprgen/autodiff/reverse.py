@@ -29,6 +29,7 @@ import numpy as np
 
 from ..ir import dtypes, formulas, graph, opdefs, views
 from ..api import functions
+from ..api.functions import sum_to
 from ..api.array import Array, apply, asarray, astype, converting, op_function, tracing, tracing_depth
 from ..ir.graph import BUFFER, SCALAR, VIEW, Node
 
@@ -38,15 +39,6 @@ from ..ir.graph import BUFFER, SCALAR, VIEW, Node
 def _kept(reduction):
     """A reduction as backward formulas call it: ``sum(x, axis)`` keeps the reduced axes, to broadcast."""
     return lambda a, axis: reduction(a, axis=axis, keepdims=True)
-
-
-def sum_to(g: Array, shape: tuple[int, ...]) -> Array:
-    """``g`` summed over the axes that broadcasting added or stretched, to get back ``shape``."""
-    if g.shape == shape:
-        return g
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + d for d, n in enumerate(shape) if n == 1 and g.shape[lead + d] != 1)
-    return functions.reshape(functions.sum(g, axis=axes, keepdims=True), shape) if axes else functions.reshape(g, shape)
 
 
 _CALLS = {"broadcast_to": functions.broadcast_to, "sum": _kept(functions.sum), "prod": _kept(functions.prod),
@@ -310,19 +302,6 @@ def grad(f, argnums=0):
 def stop_gradient(x) -> Array:
     """``x``'s value, through which no gradient flows."""
     return apply("stop_gradient", x)
-
-
-def computed(value: np.ndarray, inputs, backward, name: str) -> Array:
-    """``value``, computed by NumPy from ``inputs`` (Arrays), as a leaf whose gradient is ``backward(g)``
-    (one Array per input); ``backward=None``: ``name`` is not differentiable, and a gradient reaching it
-    raises NotImplementedError instead of silently stopping there."""
-    def refuse(g):
-        raise NotImplementedError(f"{name} is not differentiable in exprgen (its value is computed by NumPy); "
-                                  f"wrap its result in ex.stop_gradient if no gradient should flow through it")
-
-    result = asarray(value)
-    result._graph_node().memo["custom_vjp"] = ([a._graph_node() for a in inputs], backward or refuse)
-    return result
 
 
 class custom_vjp:  # noqa: N801 - JAX's name
