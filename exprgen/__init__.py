@@ -4,8 +4,8 @@
     y = ex.sigmoid(ex.asarray(x) * w + b)   # builds a graph; nothing runs yet
     y.numpy()                               # one fused kernel, compiled once and cached on disk
 
-The pipeline, one module a stage: array -> graph -> pattern/rules -> schedule -> render -> cache ->
-backends -> realize. See README.md and ../shared/DESIGN.md.
+The pipeline, one folder a stage: ir -> rewrite -> schedule -> codegen -> backends -> cache -> runtime,
+with api (Array and the functions) and autodiff on top; README.md's Layout section shows the tree.
 """
 
 from __future__ import annotations
