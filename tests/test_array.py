@@ -460,7 +460,7 @@ def test_a_large_input_is_released_with_the_last_reference_to_it_and_small_graph
     small = ex.asarray(np.float32([0.5]))
     ex.sigmoid(small).numpy()
     gc.collect()
-    assert any(isinstance(options, tuple) for options in ex.sigmoid(small)._graph_node().memo)
+    assert any(isinstance(options, tuple) for options in ex.sigmoid(small)._graph_node().ways)
 
 
 def test_numpy_backend_gives_the_same_values(x):
@@ -518,3 +518,15 @@ def test_out_buffers_that_overlap_each_other_take_the_later_result_where_they_ov
     interleaved = np.zeros(12)
     ex.eval(X + 1, X * 10, out=[interleaved[::2], interleaved[1::2]])   # sharing a range, not an element
     np.testing.assert_array_equal(interleaved, np.ravel([np.arange(6.0) + 1, np.arange(6.0) * 10], order="F"))
+
+
+def test_a_node_is_fixed_once_made_and_learns_only_its_named_annotations():
+    node = ex.exp(ex.asarray(np.float32([1.0])))._graph_node()
+    with pytest.raises(AttributeError, match="immutable"):
+        node.op = "log"
+    with pytest.raises(AttributeError, match="not a node annotation"):
+        node.annotate(op="log")
+    assert node.op == "exp" and node.view_of is None and node.custom_vjp is None
+    base = ex.asarray(np.arange(6.0).reshape(2, 3))
+    view = base.T._graph_node()   # a transposed buffer is a buffer over the same memory
+    assert view.view_of is not None and view.view_of[0] is base._graph_node()

@@ -302,13 +302,12 @@ class Array:
             seen.add(id(node))
             if id(node) in variables:
                 return True
-            custom = node.memo.get("custom_vjp")
-            if custom is not None:
-                stack.extend(custom[0])
+            if node.custom_vjp is not None:
+                stack.extend(node.custom_vjp[0])
             elif node.op != "stop_gradient":
                 stack.extend(node.src)
-                if "view_of" in node.memo:
-                    stack.append(node.memo["view_of"][0])
+                if node.view_of is not None:
+                    stack.append(node.view_of[0])
         return False
 
     # -- NumPy interoperation: np.exp(array) stays lazy -------------------------------------------
@@ -669,7 +668,7 @@ def computed(value: np.ndarray, inputs, backward, name: str) -> Array:
                                   f"wrap its result in ex.stop_gradient if no gradient should flow through it")
 
     result = asarray(value)
-    result._graph_node().memo["custom_vjp"] = ([a._graph_node() for a in inputs], backward or refuse)
+    result._graph_node().annotate(custom_vjp=([a._graph_node() for a in inputs], backward or refuse))
     return result
 
 

@@ -95,10 +95,10 @@ def _differentiable(node: Node) -> bool:
 def _parents(node: Node) -> tuple[Node, ...]:
     """The nodes ``node``'s value comes from: its sources, for a viewed buffer the buffer it views, for a
     node with its own backward rule (``custom_vjp``, ``computed``) the inputs that rule differentiates."""
-    if "custom_vjp" in node.memo:
-        return tuple(node.memo["custom_vjp"][0])
-    if node.op is BUFFER and "view_of" in node.memo:
-        return (node.memo["view_of"][0],)
+    if node.custom_vjp is not None:
+        return tuple(node.custom_vjp[0])
+    if node.op is BUFFER and node.view_of is not None:
+        return (node.view_of[0],)
     return node.src
 
 
@@ -162,13 +162,13 @@ def _index_adjoint(g: Array, shape: tuple, key) -> Array:
 
 def _contributions(node: Node, g: Array):
     """(input, gradient) pairs for node with incoming gradient g."""
-    if "custom_vjp" in node.memo:
-        inputs, backward = node.memo["custom_vjp"]
+    if node.custom_vjp is not None:
+        inputs, backward = node.custom_vjp
         return list(zip(inputs, backward(g)))
     if node.op is BUFFER:
-        if "view_of" not in node.memo:
+        if node.view_of is None:
             return []
-        base, steps = node.memo["view_of"]
+        base, steps = node.view_of
         return [(base, _view_adjoint(g, base.shape, steps))]
     if node.op is VIEW:
         return [(node.src[0], _view_adjoint(g, node.src[0].shape, node.arg))]
@@ -225,7 +225,7 @@ def _variable(array: Array) -> Array:
     node = array._graph_node()
     leaf = graph.buffer(node.buffer if node.op is BUFFER else array.numpy())
     if tracing_depth():
-        leaf.memo["view_of"] = (node, ())
+        leaf.annotate(view_of=(node, ()))
     return Array(leaf)
 
 
@@ -332,7 +332,7 @@ class custom_vjp:  # noqa: N801 - JAX's name
         # A node of its own (the custom rule replaces the graph's): a hash-consed stop_gradient(out) would be
         # the node of the user's own stop_gradient(out), or of another custom function with the same forward.
         marked = Array(graph.distinct("stop_gradient", out._graph_node()))
-        marked._graph_node().memo["custom_vjp"] = (
+        marked._graph_node().annotate(custom_vjp=(
             [a._graph_node() for a in arrays],
-            lambda g: [x if isinstance(x, Array) else asarray(x) for x in self.backward(residuals, g)])
+            lambda g: [x if isinstance(x, Array) else asarray(x) for x in self.backward(residuals, g)]))
         return marked

@@ -18,7 +18,7 @@ import functools
 import itertools
 import math
 import weakref
-from collections.abc import Container
+from collections.abc import Callable, Container
 
 import numpy as np
 
@@ -43,17 +43,41 @@ _buffer_ids = itertools.count()
 _table: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
+ANNOTATIONS = ("view_of", "custom_vjp", "reduces", "pointer", "ways")
+
+
 class Node:
-    __slots__ = ("op", "src", "arg", "dtype", "shape", "buffer", "address", "memo", "__weakref__")
+    """One op over its sources. What the node computes (op, src, arg, dtype, shape, and a leaf's buffer)
+    is fixed when it is made; the annotations after it are facts learnt about it later, each set through
+    ``annotate`` by the stage that learns it."""
+    __slots__ = ("op", "src", "arg", "dtype", "shape", "buffer", "address", *ANNOTATIONS, "__weakref__")
 
     op: str
     src: tuple[Node, ...]
     arg: object
     dtype: np.dtype
     shape: tuple[int, ...]
+    buffer: np.ndarray | None
+    address: int
+    # A buffer that views another node's value: (that node, the view steps), for gradients to flow back.
+    view_of: tuple[Node, tuple] | None
+    # A node with a backward rule of its own: (the inputs it differentiates, g -> their gradients).
+    custom_vjp: tuple[list[Node], Callable] | None
+    # Does its value depend on a reduction? None until asked.
+    reduces: bool | None
+    # A leaf's memory as the CPU backend passes it to kernels, made once.
+    pointer: object
+    # How the runtime evaluates this node as a root, by the options it was evaluated under.
+    ways: dict | None
 
     def __setattr__(self, name, value):
-        raise AttributeError("graph nodes are immutable")
+        raise AttributeError("graph nodes are immutable; annotations are set with annotate()")
+
+    def annotate(self, **facts) -> None:
+        for name, value in facts.items():
+            if name not in ANNOTATIONS:
+                raise AttributeError(f"{name!r} is not a node annotation (one of {ANNOTATIONS})")
+            _set(self, name, value)
 
     @property
     def size(self) -> int:
@@ -134,7 +158,8 @@ def _make(op: str, src: tuple, arg, dtype: np.dtype, shape: tuple, hash_arg) -> 
     _set(node, "shape", shape)
     _set(node, "buffer", None)
     _set(node, "address", 0)
-    _set(node, "memo", {})
+    for name in ANNOTATIONS:
+        _set(node, name, None)
     _table[key] = node
     return node
 
@@ -153,7 +178,7 @@ def buffer(array: np.ndarray) -> Node:
 
 def distinct(name: str, *src: Node) -> Node:
     """A node of op ``name`` over ``src`` that is never merged with an equal one (hash-consing would hand
-    its identity, and whatever its memo carries, to every equal expression): for a node that carries a
+    its identity, and whatever annotations it carries, to every equal expression): for a node that carries a
     backward rule of its own (custom_vjp). Its op, params and sources are ordinary, so plans and kernels
     are shared as usual, and rewriting rebuilds it as an ordinary node."""
     op, dtype, shape, _, _ = _type_and_shape(name, src, ())
@@ -306,7 +331,7 @@ def _pushed_through(node: Node) -> bool:
     its gradient must reach through the view (at the cost of a kernel boundary: the custom function's output
     is materialised, then viewed)."""
     return (node.op not in LEAVES and node.op is not VIEW and node.op not in reductions() and not _reduces(node)
-            and "custom_vjp" not in node.memo)
+            and node.custom_vjp is None)
 
 
 def _view_parts(node: Node, steps: tuple) -> list[tuple[Node, tuple]]:
@@ -327,7 +352,7 @@ def _view_node(src: Node, steps: tuple, shape: tuple, memo: dict, parts: list[No
         return _view_index(src, steps)
     if src.op is BUFFER:
         result = buffer(views.apply(src.buffer, steps))
-        result.memo["view_of"] = (src, steps)   # where its values come from, for gradients
+        result.annotate(view_of=(src, steps))   # where its values come from, for gradients
         return result
     if src.op is VIEW:
         return parts[0]
@@ -374,16 +399,16 @@ def _reduces(node: Node) -> bool:
     stack = [node]
     while stack:
         n = stack[-1]
-        if "reduces" in n.memo:
+        if n.reduces is not None:
             stack.pop()
             continue
-        pending = [s for s in n.src if "reduces" not in s.memo]
+        pending = [s for s in n.src if s.reduces is None]
         if pending:
             stack.extend(pending)
             continue
-        n.memo["reduces"] = n.op in reductions() or any(s.memo["reduces"] for s in n.src)
+        n.annotate(reduces=n.op in reductions() or any(s.reduces for s in n.src))
         stack.pop()
-    return node.memo["reduces"]
+    return node.reduces
 
 
 def toposort(roots, done: Container[int] = frozenset()) -> list[Node]:

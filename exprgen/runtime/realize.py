@@ -261,9 +261,10 @@ def _pointer(array: np.ndarray, own: bool):
 
 
 def _leaf_pointer(leaf: Node):
-    pointer = leaf.memo.get("pointer")
+    pointer = leaf.pointer
     if pointer is None:
-        pointer = leaf.memo["pointer"] = _cast("void*", leaf.address)
+        pointer = _cast("void*", leaf.address)
+        leaf.annotate(pointer=pointer)
     return pointer
 
 
@@ -445,11 +446,8 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
     # A hash-consed root fixes its whole graph, scalar values included, so the way found to evaluate it once
     # (NumPy, or a plan bound to its leaves) is its way for good under the same options: remembered on the
     # node, a repeated evaluation skips deciding, and even hashing the structure.
-    if len(roots) == 1:
-        memo = roots[0].memo
-        way = memo.get(options)
-    else:
-        memo = way = None
+    ways = roots[0].ways if len(roots) == 1 else None
+    way = ways.get(options) if ways else None
     if way is None:
         if all(r.size == 0 for r in roots):  # nothing to compute: no plan, no launch
             return [o if o is not None else np.empty(r.shape, r.dtype)
@@ -461,8 +459,11 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
             _fallback_warned.append(True)
             warnings.warn(f"exprgen: {exc}", RuntimeWarning, stacklevel=3)
             return evaluate(roots, out)
-        if memo is not None:
-            memo[options] = way
+        if len(roots) == 1:
+            if ways is None:
+                roots[0].annotate(ways={options: way})
+            else:
+                ways[options] = way
             _keep_warm(roots[0], graph.toposort(roots) if way is _REFERENCE else way.leaves)
     elif way is not _REFERENCE:
         counters.count("plan_hit")
