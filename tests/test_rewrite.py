@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import exprgen as ex
 from exprgen.ir import graph
 from exprgen.rewrite import rules
-from exprgen.rewrite.pattern import Pat
+from exprgen.rewrite.pattern import Pat, Rewriter, Rule
 from exprgen.runtime.realize import plan_for, rewrite
 from exprgen.ir.interpret import evaluate
 
@@ -242,3 +242,15 @@ def test_to_dot_draws_kernels_as_clusters():
 def test_a_pattern_over_an_unknown_op_is_refused_when_made():
     with pytest.raises(ValueError, match="'typo'"):
         Pat.apply("typo", Pat.var("x"))
+
+
+def test_a_pattern_less_rule_names_the_ops_it_looks_at_and_is_shown_only_those():
+    with pytest.raises(ValueError, match="'typo'"):
+        Rule("typo(x) -> x", None, lambda node, reads: None, ops=("typo",))
+    with pytest.raises(ValueError, match="pattern names its op"):
+        Rule("x*1 -> x", Pat.var("x") * 1, lambda x: x, ops=("multiply",))
+    shown = []
+    looks = Rule("log(x) seen", None, lambda node, reads: shown.append(node.op), ops=("log",))
+    x = ex.asarray(np.float32([1.0, 2.0]))
+    Rewriter([looks]).rewrite((ex.exp(ex.log(x) + 1)._graph_node(),))
+    assert shown == ["log"]   # not the buffer, the add or the exp

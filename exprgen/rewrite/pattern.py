@@ -91,11 +91,19 @@ class Rule:
     never less accurate than the original. ``fast``: may change rounding; off unless asked for."""
 
     algebra: str                       # the identity the rule applies, e.g. "x*1 -> x"
-    pattern: Pat | None                # None: the rule inspects every node itself
+    pattern: Pat | None                # None: the rule inspects the nodes of ``ops`` itself
     # bindings -> replacement, or None for no rewrite after all; without a pattern: (node, reads) -> ...
     build: Callable[..., Node | None]
     kind: str = "exact"
     user: bool = False   # registered with ex.rules.register (checked in debug mode)
+    # Without a pattern, the ops whose nodes ``build`` is shown; () for every node (constant folding).
+    ops: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.pattern is not None and self.ops:
+            raise ValueError(f"rule {self.algebra!r}: a pattern names its op; ops= is for pattern-less rules")
+        for op in self.ops:
+            opdefs.get(op)   # a misspelt op would make a rule that never fires: refuse it by name
 
 
 class RewriteError(RuntimeError):
@@ -115,9 +123,19 @@ class Rewriter:
     def __init__(self, rules: list[Rule], kinds: tuple[str, ...] = ("exact", "accurate"), on_fire=None):
         self.on_fire = on_fire  # called as on_fire(rule, before, after) for every rewrite
         self._lock = threading.RLock()   # re-entrant: a rule's build may evaluate, and so rewrite, again
-        self.by_op: dict[str | None, list[Rule]] = {}
-        for rule in (r for r in rules if r.kind in kinds):
-            self.by_op.setdefault(rule.pattern.op if rule.pattern else None, []).append(rule)
+        self._rules = [r for r in rules if r.kind in kinds]
+        self._by_op: dict[str, list[Rule]] = {}
+
+    def _rules_for(self, op: str) -> list[Rule]:
+        """The rules that may fire on a node of ``op``, in the order they are tried: those whose pattern is
+        over ``op``, then the pattern-less ones that look at ``op`` (or at every op), each group in table
+        order."""
+        found = self._by_op.get(op)
+        if found is None:
+            found = self._by_op[op] = (
+                [r for r in self._rules if r.pattern is not None and r.pattern.op == op]
+                + [r for r in self._rules if r.pattern is None and (not r.ops or op in r.ops)])
+        return found
 
     def rewrite(self, roots: tuple[Node, ...]) -> tuple[tuple[Node, ...], list[tuple[str, Node, Node]], set]:
         """(new roots, [(algebra, before, after)], scalar nodes whose values the rules read)."""
@@ -167,7 +185,7 @@ class Rewriter:
         return self.memo[id(root)]
 
     def _first_rewrite(self, node: Node) -> Node | None:
-        for rule in self.by_op.get(node.op, []) + self.by_op.get(None, []):
+        for rule in self._rules_for(node.op):
             bound, read = {}, set()
             if rule.pattern is not None and not rule.pattern.match(node, bound, read):
                 continue

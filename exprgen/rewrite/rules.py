@@ -44,7 +44,7 @@ def _fold(node: Node, reads: set) -> Node | None:
 
 def _divide_by_power_of_two(node: Node, reads: set) -> Node | None:
     """x/c -> x*(1/c) when c is a power of two whose reciprocal is a normal number: both round once."""
-    if node.op != "divide" or node.src[1].op is not SCALAR or node.dtype not in dtypes.FLOATS:
+    if node.src[1].op is not SCALAR or node.dtype not in dtypes.FLOATS:
         return None
     c = node.src[1]
     reads.add(c)
@@ -82,8 +82,6 @@ def _relu(node: Node, reads: set) -> Node | None:
     """maximum(x, 0) -> relu(x), and maximum(0, x) only for integers: at a tie NumPy's maximum gives its
     second operand, so maximum(0, -0.0) is -0.0 where relu gives 0.0. (A pattern would match both orders,
     maximum being commutative.)"""
-    if node.op != "maximum":
-        return None
     for x, zero in (node.src, node.src[::-1]):
         if zero.op is SCALAR:
             reads.add(zero)
@@ -95,7 +93,7 @@ def _relu(node: Node, reads: set) -> Node | None:
 
 def _float_roundtrip(node: Node, reads: set) -> Node | None:
     """float32 -> float64 -> float32 gives back every float32 exactly (NaN payloads aside)."""
-    if node.op != "astype" or node.src[0].op != "astype":
+    if node.src[0].op != "astype":
         return None
     inner = node.src[0]
     if node.dtype == dtypes.FLOAT32 and inner.dtype == dtypes.FLOAT64 and inner.src[0].dtype == dtypes.FLOAT32:
@@ -195,8 +193,6 @@ def _gelu_inner(node: Node, x: Node, reads: set) -> str | None:
 def _gelu(node: Node, reads: set) -> Node | None:
     """0.5 * x * (1 + erf(x/sqrt(2))) and 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))), in any
     association or order of the products, become the gelu kernels (the same formula at full precision)."""
-    if node.op != "multiply":
-        return None
     factors = _factors(node)
     if len(factors) != 3 or not _take_constant(factors, (0.5,), node.dtype, reads):
         return None
@@ -211,7 +207,7 @@ def _gelu(node: Node, reads: set) -> Node | None:
 def _reassociate(node: Node, reads: set) -> Node | None:
     """(x + a) + b -> x + (a + b) and (x * a) * b -> x * (a * b), a and b Python scalars: one rounding
     instead of two, so the result may differ in the last bit (a fast-math rule)."""
-    if node.op not in ("add", "multiply") or node.src[1].op is not SCALAR or node.src[0].op != node.op:
+    if node.src[1].op is not SCALAR or node.src[0].op != node.op:
         return None
     inner = node.src[0]
     if inner.src[1].op is not SCALAR or type(inner.src[1].arg) is not type(node.src[1].arg):
@@ -237,11 +233,11 @@ EXACT = [
     Rule("x**1 -> x", x ** 1, lambda x: x),
     Rule("x**2 -> x*x", x ** 2, lambda x: graph.apply("multiply", x, x)),
     Rule("-(-x) -> x", -(-x), lambda x: x),
-    Rule("x/2**k -> x*2**-k", None, _divide_by_power_of_two),
+    Rule("x/2**k -> x*2**-k", None, _divide_by_power_of_two, ops=("divide",)),
     Rule("abs(-x) -> abs(x)", call("abs", -x), _signed(unary("abs"))),
     Rule("abs(abs(x)) -> abs(x)", call("abs", call("abs", x)), unary("abs")),
     Rule("not(not(x)) -> x (bool)", call("logical_not", call("logical_not", x)), _bool_only(lambda x: x)),
-    Rule("float32(float64(x)) -> x", None, _float_roundtrip),
+    Rule("float32(float64(x)) -> x", None, _float_roundtrip, ops=("astype",)),
 ]
 
 # The most specific first: log(1+exp(x)) must become softplus before log(1+x) takes it apart.
@@ -257,8 +253,8 @@ RECOGNISE = [
     Rule("1/(1+exp(-x)) -> sigmoid(x)", 1 / (1 + call("exp", -x)), _floats(unary("sigmoid")), "accurate"),
     Rule("reciprocal(1+exp(-x)) -> sigmoid(x)", call("reciprocal", 1 + call("exp", -x)), _floats(unary("sigmoid")),
          "accurate"),
-    Rule("maximum(x, 0) -> relu(x)", None, _relu),
-    Rule("0.5*x*(1+erf(x/sqrt2)), 0.5*x*(1+tanh(...)) -> gelu(x)", None, _gelu, "accurate"),
+    Rule("maximum(x, 0) -> relu(x)", None, _relu, ops=("maximum",)),
+    Rule("0.5*x*(1+erf(x/sqrt2)), 0.5*x*(1+tanh(...)) -> gelu(x)", None, _gelu, "accurate", ops=("multiply",)),
     # NaN: where(x > 0, x, 0) gives 0 and relu gives NaN, so this one may change a result.
     Rule("where(x>0, x, 0) -> relu(x)", call("where", Pat.apply("greater", x, 0), x, 0), unary("relu"), "fast"),
 ]
@@ -271,7 +267,7 @@ def _contract(x: Node, y: Node, z: Node) -> Node | None:
 
 
 FAST = [
-    Rule("(x+a)+b -> x+(a+b), (x*a)*b -> x*(a*b)", None, _reassociate, "fast"),
+    Rule("(x+a)+b -> x+(a+b), (x*a)*b -> x*(a*b)", None, _reassociate, "fast", ops=("add", "multiply")),
     Rule("x*y+z -> fma(x, y, z)", Pat.var("x") * Pat.var("y") + Pat.var("z"), _contract, "fast"),
 ]
 
