@@ -21,6 +21,8 @@ import os
 import threading
 import warnings
 
+from .backends import registry
+
 # Below this many elements a kernel runs on one thread: waking a team costs more than it saves.
 PARALLEL_THRESHOLD = 1 << 15
 
@@ -126,7 +128,7 @@ def _backend_from_environment() -> str:
     return name
 
 
-BACKENDS = ("cpu", "numpy")
+BACKENDS = registry.HOST   # "cpu" and "numpy": what evaluates a CPU array's graph
 # Read once: looking at os.environ on every evaluation would cost more than a small kernel's launch.
 _DEFAULTS = {"fast_math": False, "debug": False, "backend": _backend_from_environment()}
 _options = _Options()

@@ -396,7 +396,7 @@ def test_large_outputs_come_from_a_pool_that_never_hands_out_a_buffer_in_use():
 
 def test_the_pool_keeps_idle_buffers_only_up_to_its_byte_budget(monkeypatch):
     """Dropped results of ever new sizes were all kept (eight of 100 MB: 800 MB resident for nothing)."""
-    from exprgen.runtime import memory
+    from exprgen.backends import memory
 
     monkeypatch.setattr(memory, "MAX_IDLE_BYTES", 6 << 20)
     x = ex.asarray(np.ones(1))

@@ -14,15 +14,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "exprgen"
 # only names its stage is imported with any of its modules, and is left out).
 ORDER = [
     # the ground floor: read by every stage
-    "resources", "errors", "counters", "settings",
+    "resources", "errors", "counters",
     # ir: what a graph is and what it means
     "ir.dtypes", "ir.views", "ir.numpy_helpers", "ir.formulas", "ir.opdefs", "ir.graph", "ir.interpret",
     "rewrite.pattern", "rewrite.rules",
     "schedule.fusion",
     "codegen.geometry", "codegen.render", "codegen.kinds",
-    "backends.base", "backends.cpu", "backends.cuda", "backends.numpy", "backends.registry",
+    "backends.base", "backends.memory", "backends.cpu", "backends.cuda", "backends.numpy", "backends.registry",
+    # the user's settings name a backend of the registry
+    "settings",
     "cache.trust", "cache.store", "cache.kernelset", "cache.prebuild",
-    "runtime.memory", "runtime.realize",
+    "runtime.realize",
     "api.array", "api.methods", "api.elementwise", "api.eager", "api.functions", "api.reductions", "api.shapes",
     "api.creation", "api.materialising", "api.manipulation", "api.indexing", "api.linear_algebra",
     "api.array_api", "api.user_rules", "api.surface",

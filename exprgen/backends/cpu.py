@@ -16,6 +16,9 @@ kernel's dlclose unmapped libgomp while its worker threads still spun in it (the
 each parallel region), and the process segfaulted: in 15-60% of runs with 2 threads, in every run with
 OMP_WAIT_POLICY=active. Preloading libgomp with RTLD_GLOBAL did not help: cffi dlclosed that handle too.
 A library that is never unmapped keeps its OpenMP runtime (libgomp or any other) mapped until the end.
+
+``BACKEND`` is this module as the ``base.Compiler`` interface, and its runner calls kernels through cffi
+on NumPy buffers (the pool of ``memory`` for large ones).
 """
 
 from __future__ import annotations
@@ -32,8 +35,11 @@ import subprocess
 import time
 
 import cffi
+import numpy as np
 
+from ..errors import CompileError, CompilerMissing
 from ..resources import data_dir
+from .memory import pool
 
 FLAGS = ("-std=c++17", "-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fno-trapping-math",
          "-ffp-contract=off", "-fwrapv", "-fopenmp", "-fPIC", "-shared", "-fno-plt", "-w")
@@ -56,14 +62,6 @@ SIGNATURE = ("void exprgen_kernel(int64_t total, int32_t ndim, const int64_t* sh
 
 ffi = cffi.FFI()
 ffi.cdef(SIGNATURE)
-
-
-class CompilerMissing(RuntimeError):
-    pass
-
-
-class CompileError(RuntimeError):
-    pass
 
 
 @functools.cache
@@ -240,3 +238,77 @@ def load(path: str):
 
 
 _libraries: list = []
+
+
+# -- this module as a backend (base.Compiler) ------------------------------------------------------
+name = device_type = language = "cpu"
+compiles = True
+binary_suffix, source_suffix = ".so", ".cpp"
+native_target = NATIVE
+targets_here = supported_isas
+
+
+def check_target(target: str, written: str) -> str:
+    """``target`` as an ISA name ("" is native); ValueError quoting ``written`` (how the user named it)."""
+    isa = target or NATIVE
+    if isa != NATIVE and isa not in ISA_LEVELS:
+        raise ValueError(f"unknown CPU target {written!r}: use cpu (this machine) or cpu:LEVEL with LEVEL "
+                         f"one of {', '.join(ISA_LEVELS)}")
+    return isa
+
+
+def problem(isa: str) -> str | None:
+    try:
+        check_isa(isa)
+        compiler()
+    except (ValueError, CompilerMissing) as exc:
+        return str(exc)
+    return None
+
+
+compile = compile_source  # noqa: A001 - the interface's name
+
+
+class HostRunner:
+    """Kernels are functions of this process: a launch is a call that returns when the kernel is done.
+    Pointers are cffi's; a result buffer is NumPy's (from the pool when large)."""
+
+    _POINTERS = ffi.typeof("void*[]")      # resolved once: a cdecl string is parsed on every call
+    _SCALARS = ffi.typeof("uint64_t[]")
+    _NO_SCALARS = ffi.new(_SCALARS, 1)
+
+    def sizes(self, values):
+        return ffi.new("int64_t[]", values or [0])
+
+    def pointer(self, array, own: bool):
+        # from_buffer for our own contiguous buffers (fast), the array interface for anything else
+        # (strided views, user out= buffers).
+        return ffi.from_buffer(array) if own else ffi.cast("void*", array.__array_interface__["data"][0])
+
+    def address(self, address: int):
+        return ffi.cast("void*", address)
+
+    def offset(self, pointer, nbytes: int):
+        return ffi.cast("char*", pointer) + nbytes
+
+    def pointers(self, values):
+        return ffi.new(self._POINTERS, values)
+
+    def scalars(self, data):
+        return ffi.from_buffer(self._SCALARS, data) if data else self._NO_SCALARS
+
+    def empty(self, shape, dtype, pooled: bool):
+        return pool.empty(shape, dtype) if pooled else np.empty(shape, dtype)
+
+    def launch(self, function, total, ndim, shape, pointers, strides, scalars, threads) -> None:
+        function(total, ndim, shape, pointers, strides, scalars, threads)
+
+    def synchronize(self) -> None:
+        pass
+
+
+RUNNER = HostRunner()
+
+
+def runner() -> HostRunner:
+    return RUNNER

@@ -13,7 +13,9 @@ from memory, so what the cache key hashes (their content) is exactly what is com
 NOT YET RUN ON A GPU: everything below ``# --- the device`` (driver initialisation, device properties,
 module loading, launches, the memory pool, copies). It was written against the driver API's documented
 behaviour and checked only for the paths a machine without a driver takes (the errors). Nothing in
-exprgen calls the launch path yet: evaluation on CUDA arrays is not wired in (see ``array.py``).
+exprgen calls the launch path yet: evaluation on CUDA arrays is not wired in (see ``array.py``), so this
+module as a backend (``base.Compiler``) compiles, and its ``runner`` refuses, naming the issue that wires
+it in.
 """
 
 from __future__ import annotations
@@ -27,15 +29,11 @@ import time
 
 from ..codegen.render import CUDA_THREADS, ENTRY
 from ..resources import data_dir
-from .cpu import CompileError  # a failed compile is an exprgen bug whichever the backend: one type to catch
+from ..errors import CompileError, CudaUnavailable
 
 OPTIONS = ("-std=c++17", "-default-device", "-fmad=false", "-ftz=false", "-prec-div=true", "-prec-sqrt=true")
 HEADERS = ("prelude.h", "cuda/prelude.cuh")   # under templates/, by the names the kernels #include
 INSTALL = "pip install 'cuda-python>=13' 'nvidia-cuda-nvrtc>=13'"
-
-
-class CudaUnavailable(RuntimeError):
-    """CUDA cannot be used here; the message says why (no cuda-python, no NVRTC, no driver, no device)."""
 
 
 def _nvrtc():
@@ -143,9 +141,9 @@ def compile_cubin(source: str, arch: str, name: str = "exprgen_kernel.cu") -> by
         nvrtc.nvrtcDestroyProgram(program)
 
 
-def compile_source(source_path: str, output_path: str, arch: str) -> float:
+def compile(source_path: str, output_path: str, arch: str) -> float:  # noqa: A001 - the interface's name
     """Compile the file at ``source_path`` into a cubin at ``output_path``; seconds taken. (The
-    interface of ``cpu.compile_source``, for the cache.)"""
+    interface's, for the cache.)"""
     start = time.perf_counter()
     with open(source_path) as f:
         source = f.read()
@@ -153,6 +151,50 @@ def compile_source(source_path: str, output_path: str, arch: str) -> float:
     with open(output_path, "wb") as f:
         f.write(cubin)
     return time.perf_counter() - start
+
+
+# -- this module as a backend (base.Compiler) ------------------------------------------------------
+name = device_type = language = "cuda"
+compiles = True
+binary_suffix, source_suffix = ".cubin", ".cu"
+native_target = None   # every build names its sm_XX; a run-time compile will ask the device (issue #19)
+
+
+def compiler() -> str:
+    return f"NVRTC {nvrtc_version()}"
+
+
+def check_target(target: str, written: str) -> str:
+    """``target`` as an architecture name; ValueError quoting ``written`` (how the user named it)."""
+    if not re.fullmatch(r"sm_\d{2,3}[a-z]?", target):
+        raise ValueError(f"bad CUDA target {written!r}: name an architecture, e.g. cuda:sm_80 or cuda:sm_90")
+    return target
+
+
+def targets_here() -> tuple[str, ...]:
+    """Nothing runs CUDA kernels yet (issue #19), so no target is this machine's."""
+    return ()
+
+
+def recorded_identities(dirs) -> list[tuple[str, str]]:
+    return []   # NVRTC says its version without a subprocess: nothing to look up without it
+
+
+def runs_here(identity) -> bool:
+    return False
+
+
+def load(path: str) -> Function:
+    """The kernel of the cubin at ``path`` on cuda:0 (the device arrays will choose: issue #19)."""
+    with open(path, "rb") as f:
+        cubin = f.read()
+    return device(0).load(cubin)
+
+
+def runner():
+    raise CudaUnavailable("exprgen does not run kernels on CUDA devices yet (issue #19: device arrays, "
+                          "launches, the memory pool); CUDA kernels can be compiled and prebuilt: "
+                          "exprgen prebuild --target cuda:sm_90")
 
 
 # --- the device: NOT YET RUN ON A GPU (see the module docstring) ---------------------------------------

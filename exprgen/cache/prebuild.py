@@ -39,7 +39,8 @@ from tqdm import tqdm
 
 from . import store as cache
 from .. import settings
-from ..backends import cpu, cuda
+from ..backends import registry
+from ..errors import CompileError, LockTimeout
 from .store import KernelCache, entry_paths, examine, load_checked, read_manifest, trusted_owners
 from .kernelset import standard_set
 
@@ -52,7 +53,12 @@ class Target:
     arch: str
 
     def __str__(self) -> str:
-        return self.backend if self.arch == cpu.NATIVE else f"{self.backend}:{self.arch}"
+        return _labelled(self.backend, self.arch)
+
+
+def _labelled(backend: str, target: str) -> str:
+    """How a user names a backend's target: "cpu" for this CPU, else "cpu:x86-64-v3", "cuda:sm_90"."""
+    return backend if target == registry.get(backend).native_target else f"{backend}:{target}"
 
 
 def parse_targets(text: str) -> list[Target]:
@@ -60,16 +66,9 @@ def parse_targets(text: str) -> list[Target]:
     targets = []
     for item in filter(None, (t.strip() for t in text.split(","))):
         backend, _, arch = item.partition(":")
-        if backend == "cpu":
-            arch = arch or cpu.NATIVE
-            if arch != cpu.NATIVE and arch not in cpu.ISA_LEVELS:
-                raise ValueError(f"unknown CPU target {item!r}: use cpu (this machine) or cpu:LEVEL with LEVEL "
-                                 f"one of {', '.join(cpu.ISA_LEVELS)}")
-        elif backend == "cuda":
-            if not re.fullmatch(r"sm_\d{2,3}[a-z]?", arch):
-                raise ValueError(f"bad CUDA target {item!r}: name an architecture, e.g. cuda:sm_80 or cuda:sm_90")
-        else:
+        if backend not in registry.COMPILED:
             raise ValueError(f"unknown target {item!r}: targets are cpu, cpu:x86-64[-v2|-v3|-v4] and cuda:sm_XX")
+        arch = registry.get(backend).check_target(arch, item)
         if Target(backend, arch) not in targets:
             targets.append(Target(backend, arch))
     if not targets:
@@ -79,15 +78,9 @@ def parse_targets(text: str) -> list[Target]:
 
 def unavailable(target: Target) -> tuple[str, bool] | None:
     """(why nothing can be built for ``target`` here, whether that is a failure), or None."""
-    if target.backend == "cuda":
-        problem = cuda.problem(target.arch)   # no cuda-python, no NVRTC library, an arch NVRTC lacks
-        return (problem, True) if problem else None
-    try:
-        cpu.check_isa(target.arch)
-        cpu.compiler()
-    except (ValueError, cpu.CompilerMissing) as exc:
-        return str(exc), True
-    return None
+    # No compiler, an ISA this compiler cannot target, no cuda-python or NVRTC, an arch NVRTC lacks.
+    problem = registry.get(target.backend).problem(target.arch)
+    return (problem, True) if problem else None
 
 
 @dataclass(frozen=True)
@@ -101,13 +94,15 @@ class Job:
 def standard_jobs(ops=None, dtypes_=None, backends=("cpu",)) -> list[Job]:
     """The standard set, rendered once for each of ``backends``."""
     return [Job(k.name, backend, k.source, k.summary) for backend in sorted(backends)
-            for k in standard_set(ops, dtypes_, target=backend)]
+            for k in standard_set(ops, dtypes_, target=registry.get(backend).language)]
 
 
 def manifest_jobs(path: str) -> tuple[list[Job], list[str]]:
     """(jobs, warnings) from a manifest that ``EXPRGEN_RECORD`` wrote."""
     kernels = read_manifest(path)
-    stale = sum(1 for k in kernels if k.get("prelude", cpu.prelude_digest()) != cpu.prelude_digest())
+    stale = sum(1 for k in kernels if k["backend"] in registry.COMPILED
+                and k.get("prelude", registry.get(k["backend"]).prelude_digest())
+                != registry.get(k["backend"]).prelude_digest())
     notes = [f"{path}: {stale} of {len(kernels)} kernels were recorded by an exprgen with another prelude.h; "
              f"they will be built, but only that exprgen version asks for them"] if stale else []
     return [Job(f"{os.path.basename(path)}:{k['id'][:12]}", k["backend"], k["source"], k["summary"])
@@ -137,7 +132,7 @@ def _build_one(kernels: KernelCache, into: str, job: Job, target: Target, key: s
         return "skipped", ""  # checked without the lock first: re-running a prebuild writes nothing
     try:
         built = kernels.build(into, key, job.source, job.summary, target.arch, shared=True, backend=target.backend)
-    except (cpu.CompileError, cache.LockTimeout, OSError) as exc:   # OSError: a full disk, a refused directory
+    except (CompileError, LockTimeout, OSError) as exc:   # OSError: a full disk, a refused directory
         return "failed", str(exc)
     return ("built" if built else "skipped"), ""
 
@@ -161,7 +156,7 @@ def prebuild(jobs: list[Job], targets: list[Target], into: str, workers: int, pr
                 outcome.unavailable[str(target)] = why
             continue
         # For the CPU this also leaves the compiler's memo for compiler-less hosts.
-        identity = cache.BACKENDS[target.backend].identity(into, target.arch)
+        identity = registry.get(target.backend).identity(into, target.arch)
         tasks += [(job, target, kernels.key(job.source, target.backend, identity)) for job in unique
                   if job.backend == target.backend]
     pool = ThreadPoolExecutor(max(1, workers))
@@ -347,7 +342,7 @@ def info_lines() -> list[str]:
         for backend in sorted({e.backend for e in entries}):
             mine = [e for e in entries if e.backend == backend and e.problem != NOT_AN_ENTRY]
             sound = [e for e in mine if e.problem is None]
-            isas = Counter((e.meta or {}).get("isa", cpu.NATIVE) for e in sound)
+            isas = Counter((e.meta or {}).get("isa", registry.get(backend).native_target) for e in sound)
             shown = ", ".join(f"{isa} {n}" for isa, n in sorted(isas.items()))
             damaged = len(mine) - len(sound)
             bad = f", {damaged} damaged or refused (see `exprgen cache verify`)" if damaged else ""
@@ -371,8 +366,7 @@ def list_lines(limit: int | None = None) -> list[str]:
     for e in rows[:limit]:
         meta = e.meta or {}
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created))
-        isa = meta.get("isa", cpu.NATIVE)
-        target = e.backend if isa == cpu.NATIVE else f"{e.backend}:{isa}"
+        target = _labelled(e.backend, meta.get("isa", registry.get(e.backend).native_target))
         summary = meta.get("summary", "?") if e.problem is None else f"[{e.problem}] {meta.get('summary', '')}"
         lines.append(f"{stamp:16}  {e.tier:8}  {target:13}  {human_size(e.size):>9}  {e.key[:16]}  {summary}")
     if len(rows) > len(lines) - 1:
@@ -410,10 +404,10 @@ def _load_problem(entry: Stored) -> str | None:
     """Why a CPU entry that passed every check still cannot be loaded (a compiler that wrote garbage), or
     its problem. Loading runs the library's code: only entries whose owners and modes are sound get here,
     and only those built for an ISA this CPU runs (a library's initialisers may use its instructions)."""
-    if entry.problem is not None or entry.backend != "cpu" or not cpu.runs_here(entry.meta.get("compiler")):
+    if entry.problem is not None or not registry.get(entry.backend).runs_here(entry.meta.get("compiler")):
         return entry.problem
-    return load_checked(entry_paths(entry.root, entry.key), entry.key, trusted_owners(entry.tier),
-                        links=entry.tier == "prebuilt")[0]
+    return load_checked(entry_paths(entry.root, entry.key, entry.backend), entry.key, trusted_owners(entry.tier),
+                        links=entry.tier == "prebuilt", backend=entry.backend)[0]
 
 
 def _remove_file(path: str) -> str | None:

@@ -40,7 +40,9 @@ manifest that ``exprgen prebuild --manifest`` compiles elsewhere; see ``record``
 
 CUDA kernels are entries of the ``cuda`` backend (``cuda/<k[:2]>/<k>.cubin`` beside ``<k>.cu``), keyed by
 NVRTC's version, its options, the architecture (``sm_90``) and the prelude headers instead of the C++
-compiler's identity; ``build`` makes them with NVRTC (``BACKENDS``).
+compiler's identity; ``build`` makes them with NVRTC. The cache names no backend itself: each is found
+in ``backends.registry`` by the name its entries are filed under, and asked its identity, files, compiler
+and loader (``backends.base.Compiler``).
 """
 
 from __future__ import annotations
@@ -61,27 +63,18 @@ import warnings
 from dataclasses import dataclass
 
 from .. import counters, settings
-from ..backends import cpu, cuda
+from ..errors import CompileError, CompilerMissing, LockTimeout, NoCompileError
+from ..backends import registry
 
 FORMAT_VERSION = "1"
 MANIFEST_FORMAT = 1
-# Per backend, the suffixes of an entry's binary and source (its metadata is always .json).
-BACKEND_FILES = {"cpu": (".so", ".cpp"), "cuda": (".cubin", ".cu")}
-# Per backend, the module that names and makes its binaries: identity(state_dir, target) and
-# compile_source(source path, binary path, target), where target is an ISA level or an sm_XX.
-BACKENDS = {"cpu": cpu, "cuda": cuda}
+# Per compiling backend, the suffixes of an entry's binary and source (its metadata is always .json).
+BACKEND_FILES = {name: (registry.get(name).binary_suffix, registry.get(name).source_suffix)
+                 for name in registry.COMPILED}
 PACKAGE_PREBUILT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_prebuilt")
 # How long a process waits for another's per-key compile lock before compiling the kernel privately. A
 # compile takes well under a second; minutes mean the holder is stopped (Ctrl-Z, SIGSTOP) or hung.
 LOCK_WAIT_SECONDS = 120.0
-
-
-class NoCompileError(RuntimeError):
-    pass
-
-
-class LockTimeout(RuntimeError):
-    """Another process has held a kernel's compile lock for ``LOCK_WAIT_SECONDS``."""
 
 
 class Unsafe(str):
@@ -102,7 +95,7 @@ class Entry:
     function: object
     tier: str
     path: str
-    isa: str = cpu.NATIVE
+    isa: str   # the backend's target it was built for
 
 
 READ_ONLY = "is read-only"   # the one reason a cache directory is still searched (it is yours and safe)
@@ -278,7 +271,7 @@ def examine(paths: dict[str, str], key: str, owners: set[int], links: bool = Fal
 
 
 def load_checked(paths: dict[str, str], key: str, owners: set[int], links: bool = False,
-                 source: str | None = None) -> tuple[str | None, dict | None, object]:
+                 source: str | None = None, backend: str = "cpu") -> tuple[str | None, dict | None, object]:
     """``examine``, then the kernel loaded: (problem, metadata, function or None). A sound entry that is no
     library is the problem "cannot be loaded (...)".
 
@@ -290,7 +283,7 @@ def load_checked(paths: dict[str, str], key: str, owners: set[int], links: bool 
     if problem:
         return problem, meta, None
     try:
-        return None, meta, cpu.load(paths["binary"])
+        return None, meta, registry.get(backend).load(paths["binary"])
     except OSError as exc:
         return f"cannot be loaded ({exc})", meta, None
 
@@ -339,17 +332,22 @@ class KernelCache:
         return self._private
 
     def key(self, source: str, backend: str = "cpu", identity: str | None = None) -> str:
-        return compute_key(backend, identity or cpu.identity(self.root), source)
+        if identity is None:
+            compiler = registry.get(backend)
+            identity = compiler.identity(self.root, compiler.native_target)
+        return compute_key(backend, identity, source)
 
     def tiers(self) -> list[tuple[str, str]]:
         disk = [("disk", self.root)] + ([("disk", self._read_only)] if self._read_only else [])
         return disk + [("prebuilt", d) for d in prebuilt_dirs()]
 
-    def get(self, source: str, summary: str) -> Entry:
-        """The loaded kernel for ``source``: from memory, disk or prebuilt, else compiled once."""
+    def get(self, source: str, summary: str, backend: str = "cpu") -> Entry:
+        """The loaded kernel for ``source`` of ``backend``: from memory, disk or prebuilt, else compiled
+        once."""
+        compiler = registry.get(backend)
         try:
-            key = self.key(source)
-        except cpu.CompilerMissing as exc:
+            key = self.key(source, backend)
+        except CompilerMissing as exc:
             key, missing = None, exc
         else:
             entry = self.memory.get(key)
@@ -358,22 +356,22 @@ class KernelCache:
                 return entry
         manifest = os.environ.get("EXPRGEN_RECORD")
         if manifest:
-            self.record(manifest, "cpu", source, summary)
-        entry = self._search(source, key)
+            self.record(manifest, backend, source, summary)
+        entry = self._search(source, key, backend)
         if entry is not None:
             if key is not None:
                 self.memory[key] = entry
             return entry
         if settings.no_compile():
-            raise self._no_compile_error(key, source, summary, manifest)
+            raise self._no_compile_error(key, source, summary, manifest, backend)
         if key is None:
             raise missing
         root = self.root
         try:
-            compiled = self.build(root, key, source, summary)
+            compiled = self.build(root, key, source, summary, compiler.native_target, backend=backend)
         except LockTimeout as exc:
             root = self._private_root(exc)
-            compiled = self.build(root, key, source, summary)
+            compiled = self.build(root, key, source, summary, compiler.native_target, backend=backend)
         except OSError as exc:
             if exc.errno not in _CANNOT_WRITE:
                 raise
@@ -382,33 +380,34 @@ class KernelCache:
                     self._read_only = self._read_only or root   # the kernels it has are still read
                     self._fall_back(root, f"could not take kernel {key[:16]} ({exc})")
                 root = self._root
-            compiled = self.build(root, key, source, summary)
+            compiled = self.build(root, key, source, summary, compiler.native_target, backend=backend)
         if not compiled:
             counters.count("cache_hit_disk")  # another process finished it while we waited for the lock
-        paths = entry_paths(root, key)
-        problem, _, function = load_checked(paths, key, trusted_owners("disk"), source=source)
+        paths = entry_paths(root, key, backend)
+        problem, _, function = load_checked(paths, key, trusted_owners("disk"), source=source, backend=backend)
         if problem:
             _remove(paths["meta"])   # uncommitted: the next run compiles it again, perhaps with a fixed compiler
-            raise cpu.CompileError(f"the compiler {cpu.compiler()} made {paths['binary']} from {paths['source']}, "
+            raise CompileError(f"the compiler {compiler.compiler()} made {paths['binary']} from {paths['source']}, "
                                    f"which does not load as it was checked ({problem}): if it is a working C++ "
                                    f"compiler, this is an exprgen bug; please report it") from None
-        entry = Entry(key, function, "compiled" if compiled else "disk", paths["binary"])
+        entry = Entry(key, function, "compiled" if compiled else "disk", paths["binary"], compiler.native_target)
         self.memory[key] = entry
         return entry
 
-    def _candidates(self, source: str, key: str | None):
-        """(isa, key) pairs to look for, best first: this compiler's targets, then recorded compilers'."""
+    def _candidates(self, source: str, key: str | None, backend: str):
+        """(target, key) pairs to look for, best first: this compiler's targets, then recorded compilers'."""
+        compiler = registry.get(backend)
         if key is not None:
-            yield cpu.NATIVE, key
-            for isa in cpu.supported_isas()[1:]:
-                yield isa, self.key(source, identity=cpu.identity(self.root, isa))
+            yield compiler.native_target, key
+            for target in compiler.targets_here()[1:]:
+                yield target, self.key(source, backend, compiler.identity(self.root, target))
         if key is None or settings.no_compile():
-            for isa, identity in cpu.recorded_identities([root for _, root in self.tiers()]):
-                yield isa, self.key(source, identity=identity)
+            for target, identity in compiler.recorded_identities([root for _, root in self.tiers()]):
+                yield target, self.key(source, backend, identity)
 
-    def _search(self, source: str, key: str | None) -> Entry | None:
+    def _search(self, source: str, key: str | None, backend: str) -> Entry | None:
         tiers, seen = self.tiers(), set()
-        for isa, candidate in self._candidates(source, key):
+        for isa, candidate in self._candidates(source, key, backend):
             if candidate in seen:  # a recorded compiler may be this one
                 continue
             seen.add(candidate)
@@ -417,51 +416,54 @@ class KernelCache:
                 counters.count("cache_hit_memory")
                 return entry
             for tier, root in tiers:
-                entry = self._load(tier, root, candidate, source, isa)
+                entry = self._load(tier, root, candidate, source, isa, backend)
                 if entry is not None:
                     counters.count(f"cache_hit_{tier}")
                     self.memory[candidate] = entry
                     return entry
         return None
 
-    def _no_compile_error(self, key: str | None, source: str, summary: str, manifest: str | None) -> NoCompileError:
+    def _no_compile_error(self, key: str | None, source: str, summary: str, manifest: str | None,
+                          backend: str) -> NoCompileError:
         what = f"kernel {key[:16]}" if key else "the kernel"
         searched = ", ".join(f"{root} ({tier})" for tier, root in self.tiers())
-        isas = ", ".join(cpu.supported_isas())
+        isas = ", ".join(registry.get(backend).targets_here())
         recorded = (f"it was recorded in {manifest}; on the build machine run:\n" if manifest else
                     "record the workload on a build machine (same exprgen, a C++ compiler) and prebuild it:\n"
                     "      EXPRGEN_RECORD=kernels.json python your_program.py\n")
         return NoCompileError(
             f"EXPRGEN_NO_COMPILE is set and {what} is in no cache tier.\n"
-            f"  expression: {summary}\n  searched: {searched}, for CPU targets {isas}\n"
-            f"{self._built_otherwise(source)}"
+            f"  expression: {summary}\n  searched: {searched}, for {backend.upper()} targets {isas}\n"
+            f"{self._built_otherwise(source, backend)}"
             f"  to prebuild it, {recorded}"
             f"      exprgen prebuild --manifest {manifest or 'kernels.json'} --target cpu:x86-64-v3 --into DIR\n"
             f"  then ship DIR and set EXPRGEN_PREBUILT_DIR=DIR here (or run once without EXPRGEN_NO_COMPILE "
             f"with EXPRGEN_CACHE_DIR=DIR on a machine with the same CPU model, and ship that)")
 
-    def _built_otherwise(self, source: str) -> str:
+    def _built_otherwise(self, source: str, backend: str) -> str:
         """A line saying where a tier holds this very source built for another identity, and what differs
         (a stale prebuild: another exprgen's prelude, another compiler, another CPU); else nothing."""
         digest = hashlib.sha256(source.encode()).hexdigest()
+        compiler = registry.get(backend)
         for _, root in self.tiers():
-            for path in glob.glob(os.path.join(glob.escape(root), "cpu", "*", "*.json")):
+            for path in glob.glob(os.path.join(glob.escape(root), backend, "*", "*.json")):
                 try:
                     with open(path) as f:
                         meta = json.load(f)
                     if meta.get("source_sha256") != digest:
                         continue
                     theirs = meta["compiler"].split("|")
-                    ours = cpu.identity(self.root, meta.get("isa", cpu.NATIVE)).split("|")
-                except (OSError, ValueError, KeyError, AttributeError, cpu.CompilerMissing):
+                    ours = compiler.identity(self.root, meta.get("isa", compiler.native_target)).split("|")
+                except (OSError, ValueError, KeyError, AttributeError, CompilerMissing):
                     continue
                 differs = "; ".join(f"{t} (here {o})" for t, o in zip(theirs, ours) if t != o)
                 return f"  {os.path.dirname(path)} holds it, built for another setup: {differs}\n"
         return ""
 
-    def _load(self, tier: str, root: str, key: str, source: str, isa: str = cpu.NATIVE) -> Entry | None:
-        paths = entry_paths(root, key)
-        problem, _, function = load_checked(paths, key, trusted_owners(tier), links=tier == "prebuilt", source=source)
+    def _load(self, tier: str, root: str, key: str, source: str, isa: str, backend: str) -> Entry | None:
+        paths = entry_paths(root, key, backend)
+        problem, _, function = load_checked(paths, key, trusted_owners(tier), links=tier == "prebuilt", source=source,
+                                            backend=backend)
         next_step = "rebuilding it" if tier == "disk" else "skipping it"
         if isinstance(problem, Unsafe):   # said once per file or directory at fault
             what = (f"kernel {paths['binary']}" if problem.path == paths["binary"] else
@@ -487,7 +489,7 @@ class KernelCache:
             self._refused.add(path)
             warnings.warn(f"exprgen: {message}", RuntimeWarning, stacklevel=6)
 
-    def build(self, root: str, key: str, source: str, summary: str, isa: str = cpu.NATIVE,
+    def build(self, root: str, key: str, source: str, summary: str, isa: str,
               shared: bool = False, backend: str = "cpu") -> bool:
         """Compile ``source`` into the tier at ``root`` unless a sound entry is there; True when this call
         compiled it. ``shared``: readable by everyone (a prebuilt tier to ship), else private to you.
@@ -519,20 +521,20 @@ class KernelCache:
             with os.fdopen(fd, "w") as f:
                 f.write(source)
             try:
-                seconds = BACKENDS[backend].compile_source(tmp_source, tmp_binary, isa)
-            except cpu.CompileError as exc:
+                seconds = registry.get(backend).compile(tmp_source, tmp_binary, isa)
+            except CompileError as exc:
                 failed = os.path.join(root, "failed")
                 os.makedirs(failed, mode=0o700, exist_ok=True)
                 kept = os.path.join(failed, key + source_suffix)
                 os.replace(tmp_source, kept)
-                raise cpu.CompileError(str(exc).replace(tmp_source, kept)) from None
+                raise CompileError(str(exc).replace(tmp_source, kept)) from None
             os.chmod(tmp_binary, 0o755 if shared else 0o700)
             os.chmod(tmp_source, 0o644 if shared else 0o600)
             with open(tmp_binary, "rb") as f:
                 checksum = hashlib.sha256(f.read()).hexdigest()
             meta = {"key": key, "sha256": checksum, "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
                     "backend": backend, "isa": isa, "summary": summary,
-                    "compiler": BACKENDS[backend].identity(root, isa),
+                    "compiler": registry.get(backend).identity(root, isa),
                     "compile_seconds": round(seconds, 4), "created": round(time.time(), 3)}
             mode = 0o644 if shared else 0o600
             with os.fdopen(os.open(tmp_meta, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as f:
@@ -575,7 +577,8 @@ def manifest_entry(backend: str, source: str, summary: str) -> dict:
     """What another machine needs to build a kernel: its source (rendering is deterministic, and the
     source is what the key hashes) and, to warn of a mismatch, the prelude it was rendered against."""
     digest = hashlib.sha256(f"{backend}\0{source}".encode()).hexdigest()
-    return {"id": digest, "backend": backend, "summary": summary, "prelude": cpu.prelude_digest(), "source": source}
+    return {"id": digest, "backend": backend, "summary": summary, "prelude": registry.get(backend).prelude_digest(),
+            "source": source}
 
 
 def read_manifest(path: str) -> list[dict]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..ir import graph, opdefs
+from ..errors import RewriteError
 from ..ir.graph import SCALAR, Node
 
 
@@ -104,10 +105,6 @@ class Rule:
             raise ValueError(f"rule {self.algebra!r}: a pattern names its op; ops= is for pattern-less rules")
         for op in self.ops:
             opdefs.get(op)   # a misspelt op would make a rule that never fires: refuse it by name
-
-
-class RewriteError(RuntimeError):
-    pass
 
 
 class Rewriter:

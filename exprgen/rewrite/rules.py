@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from ..errors import RewriteCheckError
 from ..ir import dtypes, graph, opdefs, interpret
 from ..ir.graph import BUFFER, LEAVES, SCALAR, Node
 from .pattern import KINDS, Pat, Rule
@@ -315,10 +316,6 @@ def unregister(rule: Rule) -> None:
     global version
     USER.remove(rule)
     version += 1
-
-
-class RewriteCheckError(AssertionError):
-    pass
 
 
 _checked: set[int] = set()

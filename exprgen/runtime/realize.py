@@ -5,15 +5,19 @@
         roots' = Rewriter(rules).rewrite(roots)       pattern.py + rules.py
         kernels = schedule(roots')                    schedule.py
         source = render(kernel, layout)               codegen/kinds.py
-        function = kernel_cache().get(source)         cache.py -> backends/cpu.py
+        function = kernel_cache().get(source)         cache/store.py -> the backend's compile, load
     launch = plan bound to leaves                     remembered on a single root, per options
-    run(launch, out)                                  allocate outputs, call the kernels
+    run(launch, out)                                  allocate outputs, launch the kernels (its Runner)
 
 A plan is keyed by the graph's structure (ops, dtypes, leaf layouts) with Python scalar values left out:
 they are kernel arguments, so changing one never recompiles nor even re-plans. The exception is a value
 a rewrite rule read (``x*1 -> x`` reads the 1): the plan records which scalars those were and is reused
 only when they hold the same values again. Evaluating the same root again (hash-consing makes a rebuilt
 expression the same root) finds its launch on the node and skips the key, the lookup and the binding.
+
+Everything a backend does is asked of it through ``backends.base``: the compiled one (``COMPILER``, the
+host's C++ backend) for kernels, pointers and launches, the interpreter (``registry.reference``) for a
+graph NumPy evaluates.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import counters, settings
-from ..ir import graph, opdefs, interpret, views
-from ..backends import cpu
+from ..ir import graph, opdefs, views
+from ..backends import registry
+from ..backends.memory import MIN_BYTES
 from ..cache.store import kernel_cache
+from ..errors import CompilerMissing
 from ..ir.graph import BUFFER, INDEX, SCALAR, VIEW, Node
-from .memory import MIN_BYTES, pool
 from ..rewrite.pattern import Rewriter
 from ..codegen.geometry import layout
 from ..codegen.kinds import launch_geometry, render
@@ -38,6 +43,9 @@ from ..rewrite import rules
 from ..schedule.fusion import Kernel, schedule
 
 _SCALAR_FORMAT = {bool: "q", int: "q", float: "d"}
+# The backend that compiles and runs the kernels of CPU arrays (another device's arrives with issue #19).
+COMPILER = registry.get("cpu")
+_runner = COMPILER.runner()
 
 
 @dataclass
@@ -213,16 +221,17 @@ def _make_step(kernel: Kernel, registers: dict, layouts: dict, owned: set[int]) 
     launch = launch_geometry(kernel, [layouts[id(n)] for n in arrays])
     scratch = frozenset(i for i, node in enumerate(kernel.outputs) if id(node) in owned)
     source, summary = render(kernel, launch.inner_strides, scratch=scratch)
-    entry = kernel_cache().get(source, summary)
+    entry = kernel_cache().get(source, summary, COMPILER.name)
     strides = launch.strides
     flat = [s for per_array in strides for s in per_array]
     return Step(function=entry.function, total=launch.total, ndim=len(strides[0]) if strides else 1,
-                shape=cpu.ffi.new("int64_t[]", launch.shape), strides=cpu.ffi.new("int64_t[]", flat or [0]),
+                shape=_runner.sizes(launch.shape), strides=_runner.sizes(flat),
                 arrays=tuple(registers[id(n)] for n in arrays), inputs=len(kernel.inputs),
                 scalars=tuple(registers[id(n)] for n in kernel.scalars),
                 scalar_format="<" + "".join(_SCALAR_FORMAT[type(n.arg)] for n in kernel.scalars),
                 parallel=math.prod(kernel.shape) >= settings.PARALLEL_THRESHOLD, reasons=list(kernel.reasons),
-                summary=summary, key=entry.key, tier=entry.tier, source_path=entry.path[:-3] + ".cpp", source=source)
+                summary=summary, key=entry.key, tier=entry.tier,
+                source_path=entry.path[:-len(COMPILER.binary_suffix)] + COMPILER.source_suffix, source=source)
 
 
 def _options(out) -> tuple:
@@ -252,28 +261,17 @@ def _find_plan(roots: tuple[Node, ...], out, options: tuple) -> _Launch:
     return _Launch(plan, leaves)
 
 
-def _pointer(array: np.ndarray, own: bool):
-    """A void* to ``array``'s first element: from_buffer for our own contiguous buffers (fast), the
-    array interface for anything else (strided views, user out= buffers)."""
-    if own:
-        return _from_buffer(array)
-    return _cast("void*", array.__array_interface__["data"][0])
-
-
 def _leaf_pointer(leaf: Node):
     pointer = leaf.pointer
     if pointer is None:
-        pointer = _cast("void*", leaf.address)
+        pointer = _runner.address(leaf.address)
         leaf.annotate(pointer=pointer)
     return pointer
 
 
-_from_buffer = cpu.ffi.from_buffer
-_cast = cpu.ffi.cast
-_new = cpu.ffi.new
-_POINTERS = cpu.ffi.typeof("void*[]")      # resolved once: a cdecl string is parsed on every call
-_SCALARS = cpu.ffi.typeof("uint64_t[]")
-_NO_SCALARS = cpu.ffi.new(_SCALARS, 1)
+# The runner's calls made on every evaluation, looked up once.
+_pointer, _empty, _launch, _offset, _new_pointers = (_runner.pointer, _runner.empty, _runner.launch, _runner.offset,
+                                                    _runner.pointers)
 
 
 class _Launch:
@@ -299,8 +297,8 @@ class _Launch:
 
     def _scalars(self, step: Step):
         if not step.scalars:
-            return _NO_SCALARS
-        return _from_buffer(_SCALARS, struct.pack(step.scalar_format, *[self.registers[r] for r in step.scalars]))
+            return _runner.scalars(None)
+        return _runner.scalars(struct.pack(step.scalar_format, *[self.registers[r] for r in step.scalars]))
 
 
 def _run(launch: _Launch, out) -> list[np.ndarray]:
@@ -311,22 +309,22 @@ def _run(launch: _Launch, out) -> list[np.ndarray]:
             buf = out[root_index]
             pointers.append(_pointer(buf, own=False))
         else:
-            buf = pool.empty(shape, dtype) if pooled else np.empty(shape, dtype)
-            pointers.append(_from_buffer(buf))
+            buf = _empty(shape, dtype, pooled)
+            pointers.append(_pointer(buf, own=True))
         registers.append(buf)
     for source, offset in plan.derived:
-        pointers.append(_cast("char*", pointers[source]) + offset)
+        pointers.append(_offset(pointers[source], offset))
         registers.append(None)
     threads = settings.get_num_threads() if plan.parallel else 1
     for function, total, ndim, shape, strides, scalars, parallel, used, varying, spare in launch.steps:
         try:
             arrays = spare.pop()
         except IndexError:
-            arrays = _new(_POINTERS, [pointers[r] for r in used])
+            arrays = _new_pointers([pointers[r] for r in used])
         else:
             for slot, register in varying:
                 arrays[slot] = pointers[register]
-        function(total, ndim, shape, arrays, strides, scalars, threads if parallel else 1)
+        _launch(function, total, ndim, shape, arrays, strides, scalars, threads if parallel else 1)
         spare.append(arrays)
     counters.count("kernels_launched", len(plan.steps))
     if out is None and not plan.copies:
@@ -453,9 +451,9 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
             return [o if o is not None else np.empty(r.shape, r.dtype)
                     for r, o in zip(roots, out or [None] * len(roots))]
         try:
-            reference_only = options[3] == "numpy" or options[4]
+            reference_only = not registry.get(options[3]).compiles or options[4]
             way = _REFERENCE if reference_only or _numpy_exact(roots) else _find_plan(roots, out, options)
-        except cpu.CompilerMissing as exc:
+        except CompilerMissing as exc:
             _fallback_warned.append(True)
             warnings.warn(f"exprgen: {exc}", RuntimeWarning, stacklevel=3)
             return evaluate(roots, out)
@@ -468,7 +466,7 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
     elif way is not _REFERENCE:
         counters.count("plan_hit")
     if way is _REFERENCE:
-        values = interpret.evaluate(roots)
+        values = registry.reference.evaluate(roots)
         if out is None:
             return values
         for buf, value in zip(out, values):
