@@ -41,7 +41,8 @@ from . import store as cache
 from .. import settings
 from ..backends import registry
 from ..errors import CompileError, LockTimeout
-from .store import KernelCache, entry_paths, examine, load_checked, read_manifest, trusted_owners
+from .store import KernelCache, read_manifest
+from .trust import BACKEND_FILES, entry_paths, examine, load_checked, trusted_owners
 from .kernelset import standard_set
 
 NOT_AN_ENTRY = "no entry"   # a lock file alone, or an entry being published right now
@@ -224,7 +225,7 @@ def scan(tier: str, root: str) -> tuple[list[Stored], list[str]]:
     """(entries, temp files) under ``root``: every ``<backend>/<k[:2]>/<k>.*`` group, sound or not, and the
     ``.<k[:16]>.*`` files of compiles (running ones too: see ``compiling``)."""
     entries, temps = [], []
-    for backend in cache.BACKEND_FILES:
+    for backend in BACKEND_FILES:
         for shard in _listdir(os.path.join(root, backend)):
             shard_dir = os.path.join(root, backend, shard)
             keys = set()
@@ -459,7 +460,7 @@ def clear() -> tuple[list[str], int]:
     failures = []
     for name in _listdir(root):
         path = os.path.join(root, name)
-        if name in cache.BACKEND_FILES or name == "failed":
+        if name in BACKEND_FILES or name == "failed":
             failures += _empty(path)
         elif re.fullmatch(r"compiler-[0-9a-f]+\.json", name):
             why = _remove_file(path)
