@@ -11,7 +11,7 @@ with api (Array and the functions) and autodiff on top; README.md's Layout secti
 from __future__ import annotations
 
 from .ir import opdefs as _opdefs
-from .rewrite import rules  # the user-rules API: ex.rules.var, call, register, unregister
+from .api import user_rules as rules  # ex.rules.var, call, register, unregister
 from .api.array import (Array, apply, asarray, clip, device, elementwise, from_dlpack, gelu, op_function,
                     round, where)
 from .settings import configure as config, get_num_threads, set_num_threads, threads

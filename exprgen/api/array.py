@@ -36,7 +36,6 @@ import weakref
 import numpy as np
 
 from ..ir import dtypes, graph, opdefs
-from ..rewrite import rules
 from ..ir.graph import BUFFER, Node
 
 
@@ -480,9 +479,6 @@ Array.__pos__ = _op("positive")
 Array.__abs__ = _op("abs")
 Array.__invert__ = _logical_or_bitwise("logical_not", "bitwise_invert")
 Array.__round__ = lambda self, ndigits=None: round(self, ndigits or 0)
-
-
-rules.user_value = Array  # user rules build their replacements from Arrays
 
 
 # -- devices --------------------------------------------------------------------------------------
