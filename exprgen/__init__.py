@@ -11,9 +11,10 @@ with api (Array and the functions) and autodiff on top; README.md's Layout secti
 from __future__ import annotations
 
 from .ir import opdefs as _opdefs
-from .rewrite import rules  # the user-rules API: ex.rules.var, call, register, unregister
+from .api import user_rules as rules  # ex.rules.var, call, register, unregister
 from .api.array import (Array, apply, asarray, clip, device, elementwise, from_dlpack, gelu, op_function,
                     round, where)
+from .api import surface as _surface  # installs Array's operators and methods
 from .settings import configure as config, get_num_threads, set_num_threads, threads
 from .autodiff.reverse import custom_vjp, grad, stop_gradient, value_and_grad, vjp
 from .counters import reset_stats, stats

@@ -9,7 +9,8 @@ from exprgen.ir import graph
 from exprgen.schedule import fusion as schedule
 from exprgen.rewrite.pattern import RewriteError, Rewriter
 from exprgen.runtime.realize import rewrite
-from exprgen.rewrite.rules import BUILTIN, Rule, var
+from exprgen.api.user_rules import var
+from exprgen.rewrite.rules import BUILTIN, Rule
 from exprgen.testing import assert_matches_reference
 
 DEEP = 100_000   # far past Python's recursion limit

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import exprgen as ex
 from exprgen.ir import opdefs
 from exprgen.ir import interpret as reference
-from exprgen.rewrite import rules
+from exprgen.api import user_rules as rules
 from exprgen.ir.dtypes import SUPPORTED
 from exprgen.ir.graph import BUFFER, structure_key, toposort
 from exprgen.testing import (PATTERN, array_dtypes, array_shapes, array_views, arrays, assert_matches_reference,

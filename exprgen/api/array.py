@@ -9,7 +9,8 @@ traced, where the gradient walks back through it.
 Arrays are immutable. Every Python operator builds its op (the array API's and NumPy's meaning: ``&``,
 ``|``, ``^`` and ``~`` are logical on bool operands and bitwise on integers; ``@`` is ``ex.matmul``), and
 the in-place forms rebind the name to a new Array (``x += 1``), keeping x's dtype and shape as NumPy
-does. Indexing and ``x.at[...]`` updates are in ``indexing.py``.
+does. Indexing and ``x.at[...]`` updates are in ``indexing.py``. The operators, and the methods that are
+other modules' functions (``x.sum``, ``x.reshape``, ``x[key]``), are installed on the class by ``surface.py``.
 
 Every op function (``ex.exp``, ``ex.add``, ...) is made here from its registry entry; a few take
 NumPy-style keyword arguments (``clip`` with ``None`` bounds, ``round(decimals=)``, ``gelu(approximate=)``).
@@ -36,7 +37,6 @@ import weakref
 import numpy as np
 
 from ..ir import dtypes, graph, opdefs
-from ..rewrite import rules
 from ..ir.graph import BUFFER, Node
 
 
@@ -354,31 +354,11 @@ class Array:
         return apply(ufunc.__name__, *inputs)
 
 
-def _positional(*names: str) -> inspect.Signature:
+def positional_signature(*names: str) -> inspect.Signature:
     """The array API's signature of an elementwise function or operator: ``(x1, x2, /)``, every operand
     positional-only. The functions take ``*operands`` (one body for every arity); this is what
     ``inspect.signature`` and array-agnostic tooling see."""
     return inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY) for n in names])
-
-
-def _op(name: str):
-    def method(*operands):
-        return apply(name, *operands)
-    method.__signature__ = _positional(*("self", "other")[:opdefs.get(name).arity])
-    return method
-
-
-def _is_bool(operand) -> bool:
-    dtype = getattr(operand, "dtype", None)
-    return type(operand) is bool or (dtype is not None and dtype == dtypes.BOOL)
-
-
-def _logical_or_bitwise(logical: str, bitwise: str):
-    """``&``, ``|``, ``^``, ``~``: on bool operands the logical op (NumPy's bool result), else the bitwise one."""
-    def compute(*operands):
-        return apply(logical if all(map(_is_bool, operands)) else bitwise, *operands)
-    compute.__signature__ = _positional(*("self", "other")[:opdefs.get(logical).arity])
-    return compute
 
 
 class _TracedToNumpy(TypeError):
@@ -420,68 +400,6 @@ def _namespace():
 
 def _matmul(a, b) -> Array:
     return _namespace().matmul(a, b)
-
-
-def _divmod(a, b) -> tuple[Array, Array]:
-    return apply("floor_divide", a, b), apply("remainder", a, b)
-
-
-def _reflected(compute):
-    return lambda self, other: compute(other, self)
-
-
-def _inplace(compute, symbol: str):
-    """``x op= y``: arrays are immutable, so it rebinds x to ``x op y``, which must keep x's dtype and shape
-    (NumPy's rule for writing in place; the array API's too)."""
-    def method(self, other):
-        result = compute(self, other)
-        if result.dtype != self.dtype:
-            raise TypeError(f"x {symbol}= y would make x {result.dtype.name} (it is {self.dtype.name}); an in-place "
-                            f"operator keeps the dtype, as in NumPy: write x = x {symbol} y")
-        if result.shape != self.shape:
-            raise ValueError(f"x {symbol}= y would make x of shape {result.shape} (it is {self.shape}); an "
-                             f"in-place operator keeps the shape, as in NumPy: write x = x {symbol} y")
-        return result
-    return method
-
-
-_ARITHMETIC = {"add": ("+", _op("add")), "sub": ("-", _op("subtract")), "mul": ("*", _op("multiply")),
-               "truediv": ("/", _op("divide")), "floordiv": ("//", _op("floor_divide")),
-               "mod": ("%", _op("remainder")), "pow": ("**", _op("power")), "matmul": ("@", _matmul),
-               "and": ("&", _logical_or_bitwise("logical_and", "bitwise_and")),
-               "or": ("|", _logical_or_bitwise("logical_or", "bitwise_or")),
-               "xor": ("^", _logical_or_bitwise("logical_xor", "bitwise_xor")),
-               "lshift": ("<<", _op("bitwise_left_shift")), "rshift": (">>", _op("bitwise_right_shift"))}
-for _dunder, (_symbol, _compute) in _ARITHMETIC.items():
-    setattr(Array, f"__{_dunder}__", _compute)
-    setattr(Array, f"__r{_dunder}__", _reflected(_compute))
-    setattr(Array, f"__i{_dunder}__", _inplace(_compute, _symbol))
-Array.__divmod__ = _divmod
-Array.__rdivmod__ = _reflected(_divmod)
-
-
-def _compared_with_none(name: str, result_for_none: bool):
-    """``==`` or ``!=``, where ``x == None`` compares each element with None as NumPy does (never equal: all
-    False, or all True for ``!=``) instead of refusing None as an operand."""
-    compare = _op(name)
-    def method(self, other):
-        return asarray(np.full(self.shape, result_for_none)) if other is None else compare(self, other)
-    method.__signature__ = compare.__signature__
-    return method
-
-
-for _dunder, _op_name in {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal"}.items():
-    setattr(Array, f"__{_dunder}__", _op(_op_name))
-Array.__eq__ = _compared_with_none("equal", False)
-Array.__ne__ = _compared_with_none("not_equal", True)
-Array.__neg__ = _op("negative")
-Array.__pos__ = _op("positive")
-Array.__abs__ = _op("abs")
-Array.__invert__ = _logical_or_bitwise("logical_not", "bitwise_invert")
-Array.__round__ = lambda self, ndigits=None: round(self, ndigits or 0)
-
-
-rules.user_value = Array  # user rules build their replacements from Arrays
 
 
 # -- devices --------------------------------------------------------------------------------------
@@ -627,7 +545,7 @@ def op_function(name: str):
     def function(*operands):
         return apply(op.name, *operands)
 
-    function.__signature__ = _positional(*(("x",) if op.arity == 1 else (f"x{i + 1}" for i in range(op.arity))))
+    function.__signature__ = positional_signature(*(("x",) if op.arity == 1 else (f"x{i + 1}" for i in range(op.arity))))
     function.__name__ = name
     function.__qualname__ = name
     function.__doc__ = f"Elementwise {op.name}, lazily. Reference: {op.numpy_src}"

@@ -1,4 +1,4 @@
-"""Reductions and views as NumPy-style functions and Array methods.
+"""Reductions and views as NumPy-style functions.
 
 Primitive reductions (sum, prod, max, min, any, all, argmax, argmin) are entries of ``ops/``; mean, var,
 std, logsumexp, softmax and log_softmax are compositions of them, written so that the scheduler fuses
@@ -8,8 +8,9 @@ is in ``indexing.py``.
 
 The functions have the array API's signatures: the array positional-only, ``axis`` and the rest
 keyword-only (``dtype`` for sum and prod, ``correction`` for var and std, which also take NumPy's
-``ddof``). The Array methods keep NumPy's habit of a positional axis (``x.sum(0)``). ``concatenate``,
-``concat`` and ``stack`` materialise (see ``concatenate``); ``count_nonzero`` is a lazy sum of ``x != 0``.
+``ddof``). The Array methods made of them (``surface.py``) keep NumPy's habit of a positional axis
+(``x.sum(0)``). ``concatenate``, ``concat`` and ``stack`` materialise (see ``concatenate``);
+``count_nonzero`` is a lazy sum of ``x != 0``.
 """
 
 from __future__ import annotations
@@ -323,30 +324,6 @@ def stack(arrays, /, *, axis: int = 0) -> Array:
         raise ValueError(f"all input arrays must have the same shape, got {sorted(shapes)}")
     (axis,) = graph.normalize_axes(axis, parts[0].ndim + 1)
     return concatenate([expand_dims(p, axis) for p in parts], axis)
-
-
-def _method(function):
-    """``function`` as an Array method, NumPy-style: the axis may be given by position too, and ``out``
-    (a NumPy buffer the result is computed into, and returned) is accepted, as ``np.sum(array)`` and the
-    like call the method with ``out=None``."""
-    def method(self, axis=None, *, out=None, **kwargs):
-        result = function(self, axis=axis, **kwargs)
-        return result if out is None else evaluate((result._graph_node(),), out=out)[0]
-    method.__name__ = method.__qualname__ = function.__name__
-    method.__doc__ = function.__doc__
-    return method
-
-
-# Array methods, NumPy-style.
-for _name, _function in {"sum": sum, "prod": prod, "max": max, "min": min, "any": any, "all": all,
-                         "argmax": argmax, "argmin": argmin, "mean": mean, "var": var, "std": std,
-                         "flip": flip}.items():
-    setattr(Array, _name, _method(_function))
-for _name, _function in {"swapaxes": swapaxes, "squeeze": squeeze}.items():
-    setattr(Array, _name, _function)
-Array.reshape = lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape)
-Array.transpose = lambda self, *axes: transpose(self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int)
-                                                else (axes or None))
 
 
 def sum_to(g: Array, shape: tuple[int, ...]) -> Array:

@@ -190,7 +190,9 @@ class _Update:
         return _update(self._array, self._key, value, np.maximum)
 
 
-class _At:
+class At:
+    """``x.at``, Array's property (installed by ``surface.py``): ``x.at[key]`` is an update waiting for its op."""
+
     __slots__ = ("_array",)
 
     def __init__(self, array: Array):
@@ -199,7 +201,3 @@ class _At:
     def __getitem__(self, key) -> _Update:
         return _Update(self._array, key)
 
-
-Array.__getitem__ = getitem
-Array.__setitem__ = setitem
-Array.at = property(_At, doc="Functional updates, as in JAX: ``x.at[key].set(v)`` returns a new array.")

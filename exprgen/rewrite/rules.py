@@ -18,10 +18,9 @@ import numpy as np
 from ..errors import RewriteCheckError
 from ..ir import dtypes, graph, opdefs, interpret
 from ..ir.graph import BUFFER, LEAVES, SCALAR, Node
-from .pattern import KINDS, Pat, Rule
+from .pattern import Pat, Rule
 
 x, y = Pat.var("x"), Pat.var("y")
-var = Pat.var
 
 
 def unary(name: str):
@@ -274,45 +273,24 @@ FAST = [
 
 BUILTIN = FOLD + EXACT + ACCURATE + RECOGNISE + FAST
 USER: list[Rule] = []
-# What a user rule's replacement function receives for each variable. array.py sets it to Array (it sits
-# above this module in the pipeline), so users write replacements with the ordinary operators.
-user_value = lambda node: node  # noqa: E731
-version = 0  # bumped by register(): compiled plans and rewriters made before are stale
+version = 0  # bumped as user rules come and go: compiled plans and rewriters made before are stale
 
 
 def active() -> list[Rule]:
     return BUILTIN + USER
 
 
-def register(pattern: Pat, replacement, kind: str = "exact", algebra: str | None = None) -> Rule:
-    """Add a rewrite rule: ``pattern`` (built from ``ex.rules.var``/``call`` and operators) and a
-    function of its variables giving the replacement Array or node.
-
-        x = ex.rules.var("x")
-        ex.rules.register(x * 2, lambda x: x + x, kind="exact", algebra="x*2 -> x+x")
-
-    With ``ex.config(debug=True)`` the rule is checked against the NumPy reference on random inputs the
-    first time it fires, and a rule that changes a value it claims to keep raises ``RewriteCheckError``.
-    """
+def add_user_rule(pattern: Pat, build, kind: str, algebra: str | None) -> Rule:
+    """Add a user rule whose ``build`` maps the nodes bound to the pattern's variables to the replacement
+    node (``ex.rules.register``, in api/user_rules.py, is how users add one)."""
     global version
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    if not isinstance(pattern, Pat) or pattern.op is None:
-        raise TypeError("the pattern must be an op pattern built from ex.rules.var(...), ex.rules.call(...) "
-                        "and operators")
-
-    def build(**bound):
-        result = replacement(**{name: user_value(node) for name, node in bound.items()})
-        return getattr(result, "_graph_node", lambda: result)()  # an Array or a Node
-
     rule = Rule(algebra or f"user rule #{len(USER)}", pattern, build, kind, user=True)
     USER.append(rule)
     version += 1
     return rule
 
 
-def unregister(rule: Rule) -> None:
-    """Remove a rule added with ``register``."""
+def remove_user_rule(rule: Rule) -> None:
     global version
     USER.remove(rule)
     version += 1
