@@ -8,7 +8,6 @@ The pipeline, one folder a stage: ir -> rewrite -> schedule -> codegen -> backen
 with api (Array and the functions) and autodiff on top; README.md's Layout section shows the tree.
 """
 
-from __future__ import annotations
 
 from .ir import opdefs as _opdefs
 from .api import user_rules as rules  # ex.rules.var, call, register, unregister
@@ -34,6 +33,9 @@ from .ir.dtypes import (BOOL as bool, FLOAT32 as float32, FLOAT64 as float64, IN
                      INT32 as int32, INT64 as int64, UINT8 as uint8, UINT16 as uint16, UINT32 as uint32,
                      UINT64 as uint64)
 from .runtime.realize import evaluate as _evaluate  # load the backend now: the first result should not wait for it
+from .tools.explain import explain, to_dot
+from .errors import (CompileError, CompilerMissing, CudaUnavailable, LockTimeout, NoCompileError, RewriteCheckError,
+                     RewriteError)
 
 __version__ = "0.1.0"
 
@@ -59,15 +61,37 @@ def eval(*arrays, out=None):  # noqa: A001 - the library's verb
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def to_dot(*arrays, path=None) -> str:
-    """Graphviz source of the rewritten graph with one cluster per kernel (a PNG at ``path`` too)."""
-    from .tools.explain import to_dot as _to_dot
+# The public namespace, and nothing else: the stage packages (ex.ir, ex.api, ...) are attributes of any
+# package whose submodules are imported, and are internals all the same.
+__all__ = sorted([
+    # arrays and evaluation
+    "Array", "asarray", "from_dlpack", "eval", "explain", "to_dot", "device",
+    # settings and counters
+    "config", "threads", "get_num_threads", "set_num_threads", "stats", "reset_stats",
+    # autodiff
+    "grad", "value_and_grad", "vjp", "custom_vjp", "stop_gradient",
+    # user ops and rules
+    "elementwise", "apply", "op_function", "rules",
+    # functions with NumPy keywords (the op functions of ops/ are added below)
+    "clip", "gelu", "round", "where", "astype",
+    "all", "any", "argmax", "argmin", "broadcast_to", "concat", "concatenate", "count_nonzero", "expand_dims", "flip",
+    "log_softmax", "logsumexp", "max", "mean", "min", "permute_dims", "prod", "reshape", "softmax", "squeeze",
+    "stack", "std", "sum", "swapaxes", "transpose", "var",
+    "arange", "empty", "empty_like", "eye", "full", "full_like", "linspace", "meshgrid", "ones", "ones_like", "tril",
+    "triu", "zeros", "zeros_like",
+    "broadcast_arrays", "diff", "moveaxis", "repeat", "roll", "tile", "unstack",
+    "argsort", "cumulative_prod", "cumulative_sum", "nonzero", "searchsorted", "sort", "unique_all",
+    "unique_counts", "unique_inverse", "unique_values",
+    "matmul", "matrix_transpose", "tensordot", "vecdot", "take", "take_along_axis",
+    # the array API's namespace facts
+    "__array_api_version__", "__array_namespace_info__", "can_cast", "e", "finfo", "iinfo", "inf", "isdtype", "nan",
+    "newaxis", "pi", "result_type", "__version__",
+    "bool", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    # what exprgen raises
+    "CompileError", "CompilerMissing", "CudaUnavailable", "LockTimeout", "NoCompileError", "RewriteCheckError",
+    "RewriteError",
+] + [name for name, op in _opdefs.registry().items() if name not in _WRAPPED and not op.is_reduction])
 
-    return _to_dot(*arrays, path=path)
 
-
-def explain(*arrays) -> str:
-    """What exprgen does for these arrays: rewrites, kernels, their sources and cache status."""
-    from .tools.explain import explain as _explain
-
-    return _explain(*arrays)
+def __dir__():
+    return __all__

@@ -2,9 +2,12 @@
 in a cycle, and generated/ matches a fresh render."""
 
 import ast
+import types
 from pathlib import Path
 
 import pytest
+
+import exprgen as ex
 
 from exprgen.cache.kernelset import standard_kernels
 
@@ -123,3 +126,11 @@ def test_generated_sources_match_a_fresh_render():
     assert set(on_disk) == set(fresh), "generated/ lists other kernels than the standard set: run `make generate`"
     stale = sorted(name for name in fresh if fresh[name] != on_disk[name])
     assert not stale, f"generated/ is stale for {stale[:10]} ...: run `make generate` and commit the diff"
+
+
+def test_the_public_namespace_is_its_all_and_advertises_no_internal_module():
+    assert len(set(ex.__all__)) == len(ex.__all__) and all(hasattr(ex, name) for name in ex.__all__)
+    public = {n for n, v in vars(ex).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    assert public <= set(ex.__all__), sorted(public - set(ex.__all__))
+    assert not [n for n in ex.__all__ if isinstance(getattr(ex, n), types.ModuleType) and n != "rules"]
+    assert dir(ex) == ex.__all__ and issubclass(ex.NoCompileError, RuntimeError)
