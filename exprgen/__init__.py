@@ -11,8 +11,8 @@ with api (Array and the functions) and autodiff on top; README.md's Layout secti
 
 from .ir import opdefs as _opdefs
 from .api import user_rules as rules  # ex.rules.var, call, register, unregister
-from .api.array import (Array, apply, asarray, clip, device, elementwise, from_dlpack, gelu, op_function,
-                    round, where)
+from .api.array import Array, apply, asarray, device, from_dlpack
+from .api.elementwise import clip, elementwise, gelu, op_function, round, where
 from .api import surface as _surface  # installs Array's operators and methods
 from .settings import configure as config, get_num_threads, set_num_threads, threads
 from .autodiff.reverse import custom_vjp, grad, stop_gradient, value_and_grad, vjp

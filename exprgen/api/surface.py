@@ -13,7 +13,8 @@ import numpy as np
 
 from ..ir import dtypes, opdefs
 from . import functions
-from .array import Array, apply, asarray, positional_signature, round  # noqa: A004 - ex.round, as round(x) calls it
+from .array import Array, apply, asarray, positional_signature
+from .elementwise import round  # noqa: A004 - ex.round, as round(x) calls it
 from .indexing import At, getitem, setitem
 from .linear_algebra import matmul
 from ..runtime.realize import evaluate

@@ -30,7 +30,8 @@ import numpy as np
 from ..ir import dtypes, formulas, graph, opdefs, views
 from ..api import functions
 from ..api.functions import sum_to
-from ..api.array import Array, apply, asarray, astype, converting, op_function, tracing, tracing_depth
+from ..api.array import Array, apply, asarray, astype, converting, tracing, tracing_depth
+from ..api.elementwise import op_function
 from ..ir.graph import BUFFER, SCALAR, VIEW, Node
 
 # -- backward formulas ----------------------------------------------------------------------------
