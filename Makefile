@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_reductions.py
 	$(PY) bench/bench_autodiff.py
+	$(PY) bench/bench_train.py
 
 generate: $(STAMP)
 	$(VENV)/bin/exprgen generate

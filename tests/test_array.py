@@ -525,7 +525,7 @@ def test_a_node_is_fixed_once_made_and_learns_only_its_named_annotations():
     with pytest.raises(AttributeError, match="immutable"):
         node.op = "log"
     with pytest.raises(AttributeError, match="not a node annotation"):
-        node.annotate(op="log")
+        node.annotate("op", "log")
     assert node.op == "exp" and node.view_of is None and node.custom_vjp is None
     base = ex.asarray(np.arange(6.0).reshape(2, 3))
     view = base.T._graph_node()   # a transposed buffer is a buffer over the same memory

@@ -557,7 +557,7 @@ def computed(value: np.ndarray, inputs, backward, name: str) -> Array:
                                   f"wrap its result in ex.stop_gradient if no gradient should flow through it")
 
     result = asarray(value)
-    result._graph_node().annotate(custom_vjp=([a._graph_node() for a in inputs], backward or refuse))
+    result._graph_node().annotate("custom_vjp", ([a._graph_node() for a in inputs], backward or refuse))
     return result
 
 

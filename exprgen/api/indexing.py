@@ -72,7 +72,7 @@ def _element(x: Array, key) -> Array:
 
     def leaf():
         made = graph.buffer(value)
-        made.annotate(view_of=(x._graph_node(), (views.index_step(key),)))   # as graph.view records, for gradients
+        made.annotate("view_of", (x._graph_node(), (views.index_step(key),)))   # as graph.view records, for gradients
         return made
 
     return Array._of_value(value, leaf)

@@ -226,7 +226,7 @@ def _variable(array: Array) -> Array:
     node = array._graph_node()
     leaf = graph.buffer(node.buffer if node.op is BUFFER else array.numpy())
     if tracing_depth():
-        leaf.annotate(view_of=(node, ()))
+        leaf.annotate("view_of", (node, ()))
     return Array(leaf)
 
 
@@ -333,7 +333,7 @@ class custom_vjp:  # noqa: N801 - JAX's name
         # A node of its own (the custom rule replaces the graph's): a hash-consed stop_gradient(out) would be
         # the node of the user's own stop_gradient(out), or of another custom function with the same forward.
         marked = Array(graph.distinct("stop_gradient", out._graph_node()))
-        marked._graph_node().annotate(custom_vjp=(
+        marked._graph_node().annotate("custom_vjp", (
             [a._graph_node() for a in arrays],
             lambda g: [x if isinstance(x, Array) else asarray(x) for x in self.backward(residuals, g)]))
         return marked

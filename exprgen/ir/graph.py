@@ -49,8 +49,10 @@ ANNOTATIONS = ("view_of", "custom_vjp", "reduces", "pointer", "ways")
 class Node:
     """One op over its sources. What the node computes (op, src, arg, dtype, shape, and a leaf's buffer)
     is fixed when it is made; the annotations after it are facts learnt about it later, each set through
-    ``annotate`` by the stage that learns it."""
-    __slots__ = ("op", "src", "arg", "dtype", "shape", "buffer", "address", *ANNOTATIONS, "__weakref__")
+    ``annotate`` by the stage that learns it. An annotation not learnt reads as its class default, None:
+    the few that are set go to the node's ``__dict__``, made on the first, so making a node (on every
+    operator call) writes none of them."""
+    __slots__ = ("op", "src", "arg", "dtype", "shape", "buffer", "address", "__dict__", "__weakref__")
 
     op: str
     src: tuple[Node, ...]
@@ -60,24 +62,23 @@ class Node:
     buffer: np.ndarray | None
     address: int
     # A buffer that views another node's value: (that node, the view steps), for gradients to flow back.
-    view_of: tuple[Node, tuple] | None
+    view_of: tuple[Node, tuple] | None = None
     # A node with a backward rule of its own: (the inputs it differentiates, g -> their gradients).
-    custom_vjp: tuple[list[Node], Callable] | None
+    custom_vjp: tuple[list[Node], Callable] | None = None
     # Does its value depend on a reduction? None until asked.
-    reduces: bool | None
+    reduces: bool | None = None
     # A leaf's memory as the CPU backend passes it to kernels, made once.
-    pointer: object
+    pointer: object = None
     # How the runtime evaluates this node as a root, by the options it was evaluated under.
-    ways: dict | None
+    ways: dict | None = None
 
     def __setattr__(self, name, value):
         raise AttributeError("graph nodes are immutable; annotations are set with annotate()")
 
-    def annotate(self, **facts) -> None:
-        for name, value in facts.items():
-            if name not in ANNOTATIONS:
-                raise AttributeError(f"{name!r} is not a node annotation (one of {ANNOTATIONS})")
-            _set(self, name, value)
+    def annotate(self, name: str, value) -> None:
+        if name not in ANNOTATIONS:
+            raise AttributeError(f"{name!r} is not a node annotation (one of {ANNOTATIONS})")
+        _set(self, name, value)
 
     @property
     def size(self) -> int:
@@ -158,8 +159,6 @@ def _make(op: str, src: tuple, arg, dtype: np.dtype, shape: tuple, hash_arg) -> 
     _set(node, "shape", shape)
     _set(node, "buffer", None)
     _set(node, "address", 0)
-    for name in ANNOTATIONS:
-        _set(node, name, None)
     _table[key] = node
     return node
 
@@ -352,7 +351,7 @@ def _view_node(src: Node, steps: tuple, shape: tuple, memo: dict, parts: list[No
         return _view_index(src, steps)
     if src.op is BUFFER:
         result = buffer(views.apply(src.buffer, steps))
-        result.annotate(view_of=(src, steps))   # where its values come from, for gradients
+        result.annotate("view_of", (src, steps))   # where its values come from, for gradients
         return result
     if src.op is VIEW:
         return parts[0]
@@ -406,7 +405,7 @@ def _reduces(node: Node) -> bool:
         if pending:
             stack.extend(pending)
             continue
-        n.annotate(reduces=n.op in reductions() or any(s.reduces for s in n.src))
+        n.annotate("reduces", n.op in reductions() or any(s.reduces for s in n.src))
         stack.pop()
     return node.reduces
 

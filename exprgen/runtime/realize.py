@@ -265,7 +265,7 @@ def _leaf_pointer(leaf: Node):
     pointer = leaf.pointer
     if pointer is None:
         pointer = _runner.address(leaf.address)
-        leaf.annotate(pointer=pointer)
+        leaf.annotate("pointer", pointer)
     return pointer
 
 
@@ -434,6 +434,7 @@ def _numpy_exact(roots: tuple[Node, ...]) -> bool:
 
 
 _REFERENCE = "reference"   # the way to evaluate a graph that NumPy evaluates (see ``evaluate``)
+_INTERPRETERS = frozenset(name for name, backend in registry.BACKENDS.items() if not backend.compiles)
 
 
 def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
@@ -451,7 +452,7 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
             return [o if o is not None else np.empty(r.shape, r.dtype)
                     for r, o in zip(roots, out or [None] * len(roots))]
         try:
-            reference_only = not registry.get(options[3]).compiles or options[4]
+            reference_only = options[3] in _INTERPRETERS or options[4]
             way = _REFERENCE if reference_only or _numpy_exact(roots) else _find_plan(roots, out, options)
         except CompilerMissing as exc:
             _fallback_warned.append(True)
@@ -459,7 +460,7 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
             return evaluate(roots, out)
         if len(roots) == 1:
             if ways is None:
-                roots[0].annotate(ways={options: way})
+                roots[0].annotate("ways", {options: way})
             else:
                 ways[options] = way
             _keep_warm(roots[0], graph.toposort(roots) if way is _REFERENCE else way.leaves)
