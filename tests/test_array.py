@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import exprgen as ex
+from exprgen import settings
 from exprgen.runtime import realize
 
 
@@ -347,7 +348,7 @@ def test_comparing_with_none_and_the_arrays_asarray_refuses_or_unwraps(tmp_path)
 
 
 def test_thread_settings():
-    big = np.random.default_rng(0).standard_normal(200_000)
+    big = np.random.default_rng(0).standard_normal(2 * settings.PARALLEL_THRESHOLD)   # split across threads
     expected = np.tanh(big) * 2
     for n in (1, 2, 3):
         with ex.threads(n):
@@ -377,7 +378,7 @@ def test_exprgen_imports_in_a_removed_working_directory(tmp_path):
 
 @pytest.mark.parametrize("value", ["abc", "0", "\u00b2"])
 def test_a_bad_thread_count_in_the_environment_is_named(value, tmp_path):
-    script = "import numpy as np, exprgen as ex; ex.sigmoid(ex.asarray(np.ones(100000))).numpy()"
+    script = "import numpy as np, exprgen as ex; ex.sigmoid(ex.asarray(np.ones(1 << 20))).numpy()"   # split: asks
     env = dict(os.environ, EXPRGEN_NUM_THREADS=value, EXPRGEN_CACHE_DIR=str(tmp_path))
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert run.returncode != 0 and f"EXPRGEN_NUM_THREADS must be a positive integer, got {value!r}" in run.stderr

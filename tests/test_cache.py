@@ -144,7 +144,7 @@ x = np.arange(1000) / 8.0
 ok = np.array_equal((ex.asarray(x) * 2.0 + 1.0).numpy(), x * 2.0 + 1.0)
 first = ex.stats()["compiles"]
 ok &= np.array_equal((ex.asarray(x) * 3.0 + 0.5).numpy(), x * 3.0 + 0.5)
-for n in (10, 200_000):  # 200_000 takes the multi-threaded branch of the same binary
+for n in (10, 1_000_000):  # 1_000_000 takes the multi-threaded branch of the same binary
     z = np.arange(n) / 8.0
     ok &= np.array_equal((ex.asarray(z) * 2.0 + 1.0).numpy(), z * 2.0 + 1.0)
 report(ok=bool(ok), first=first)

@@ -275,3 +275,12 @@ def test_counts_must_be_positive_integers(args, capsys):
         main(list(args))
     error = capsys.readouterr().err
     assert stop.value.code == 2 and ("must be at least 1" in error or "expected an integer, got '2.5'" in error)
+
+
+def test_an_entry_whose_metadata_names_no_target_is_listed_under_the_native_one():
+    # Metadata written by hand or by an older exprgen may lack "isa"; CUDA has no native target to fall
+    # back on, and listing such entries beside others must not compare None with "sm_90".
+    assert prebuild._target_of("cuda", {}) == "native" and prebuild._target_of("cuda", {"isa": "sm_90"}) == "sm_90"
+    assert prebuild._target_of("cpu", None) == "native"
+    assert prebuild._labelled("cuda", prebuild._target_of("cuda", {})) == "cuda"
+    assert prebuild._labelled("cpu", "x86-64-v3") == "cpu:x86-64-v3"

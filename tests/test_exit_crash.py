@@ -24,7 +24,7 @@ import os
 import numpy as np
 import exprgen as ex
 threads_before = len(os.listdir("/proc/self/task"))
-x = np.arange(100_000) / 8.0  # above settings.PARALLEL_THRESHOLD
+x = np.arange(1_000_000) / 8.0  # above settings.PARALLEL_THRESHOLD
 assert np.array_equal((ex.asarray(x) * 2.0 + 1.0).numpy(), x * 2.0 + 1.0)
 assert len(os.listdir("/proc/self/task")) > threads_before, "no OpenMP team started: the test proves nothing"
 """

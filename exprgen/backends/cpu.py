@@ -23,6 +23,7 @@ on NumPy buffers (the pool of ``memory`` for large ones).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import glob
@@ -32,6 +33,7 @@ import os
 import platform
 import shutil
 import subprocess
+import threading
 import time
 
 import cffi
@@ -229,8 +231,13 @@ def compile_source(source_path: str, output_path: str, isa: str = NATIVE) -> flo
 def load(path: str):
     """The kernel entry point of the shared library at ``path``; OSError when it is no kernel library (the
     loader refuses it, or it lacks the entry point)."""
-    lib = ffi.dlopen(path, ffi.RTLD_NOW | ffi.RTLD_LOCAL | ffi.RTLD_NODELETE)
-    _libraries.append(lib)  # a library must outlive every call of its function
+    with _load_lock:
+        if _libraries:
+            lib = ffi.dlopen(path, ffi.RTLD_NOW | ffi.RTLD_LOCAL | ffi.RTLD_NODELETE)
+        else:
+            with _openmp_waits_passively():
+                lib = ffi.dlopen(path, ffi.RTLD_NOW | ffi.RTLD_LOCAL | ffi.RTLD_NODELETE)
+        _libraries.append(lib)  # a library must outlive every call of its function
     try:
         return lib.exprgen_kernel
     except AttributeError as exc:
@@ -238,6 +245,30 @@ def load(path: str):
 
 
 _libraries: list = []
+_load_lock = threading.Lock()
+# OpenMP's variables that say how a team waits between parallel regions; the user's, if set, are kept.
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+@contextlib.contextmanager
+def _openmp_waits_passively():
+    """While the first kernel loads (and with it libgomp, whose constructor reads the environment once),
+    OMP_WAIT_POLICY=passive, unless the user chose a policy; the environment is given back after.
+
+    An idle team otherwise spins for a while after every kernel, on the cores the BLAS behind NumPy's
+    matmul (its own thread pool) needs next. A 2-layer MLP step (512x256 -> 512 -> 10, value_and_grad,
+    2 cores) took 40 ms with spinning teams and 5.4-6.3 ms with passive ones; GOMP_SPINCOUNT=30000 gave
+    12 ms, 1000 gave 4.9 ms (as passive). The price is waking a sleeping team, ~20 us: a lone
+    1e5-element kernel took 45 -> 65 us, so settings.PARALLEL_THRESHOLD is measured with passive teams.
+    A libgomp loaded before exprgen's first kernel (by another library) keeps the policy it read."""
+    if any(name in os.environ for name in WAIT_VARIABLES):
+        yield
+        return
+    os.environ["OMP_WAIT_POLICY"] = "passive"
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY", None)
 
 
 # -- this module as a backend (base.Compiler) ------------------------------------------------------

@@ -46,6 +46,7 @@ from .trust import BACKEND_FILES, entry_paths, examine, load_checked, trusted_ow
 from .kernelset import standard_set
 
 NOT_AN_ENTRY = "no entry"   # a lock file alone, or an entry being published right now
+NATIVE = "native"
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,13 @@ class Target:
 
 def _labelled(backend: str, target: str) -> str:
     """How a user names a backend's target: "cpu" for this CPU, else "cpu:x86-64-v3", "cuda:sm_90"."""
-    return backend if target == registry.get(backend).native_target else f"{backend}:{target}"
+    return backend if target == (registry.get(backend).native_target or NATIVE) else f"{backend}:{target}"
+
+
+def _target_of(backend: str, meta: dict | None) -> str:
+    """The target an entry's metadata records; one that records none (older, hand-made or damaged
+    metadata) was built for the backend's native target, "native" where it has none."""
+    return (meta or {}).get("isa") or registry.get(backend).native_target or NATIVE
 
 
 def parse_targets(text: str) -> list[Target]:
@@ -343,7 +350,7 @@ def info_lines() -> list[str]:
         for backend in sorted({e.backend for e in entries}):
             mine = [e for e in entries if e.backend == backend and e.problem != NOT_AN_ENTRY]
             sound = [e for e in mine if e.problem is None]
-            isas = Counter((e.meta or {}).get("isa", registry.get(backend).native_target) for e in sound)
+            isas = Counter(_target_of(backend, e.meta) for e in sound)
             shown = ", ".join(f"{isa} {n}" for isa, n in sorted(isas.items()))
             damaged = len(mine) - len(sound)
             bad = f", {damaged} damaged or refused (see `exprgen cache verify`)" if damaged else ""
@@ -367,7 +374,7 @@ def list_lines(limit: int | None = None) -> list[str]:
     for e in rows[:limit]:
         meta = e.meta or {}
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created))
-        target = _labelled(e.backend, meta.get("isa", registry.get(e.backend).native_target))
+        target = _labelled(e.backend, _target_of(e.backend, meta))
         summary = meta.get("summary", "?") if e.problem is None else f"[{e.problem}] {meta.get('summary', '')}"
         lines.append(f"{stamp:16}  {e.tier:8}  {target:13}  {human_size(e.size):>9}  {e.key[:16]}  {summary}")
     if len(rows) > len(lines) - 1:
