@@ -419,3 +419,23 @@ def test_backward_formulas_have_one_vocabulary():
         opdefs.define_elementwise("vocabulary_probe", "x", lambda x: x, vjp="ones_like(x)")
     assert "vocabulary_probe" not in opdefs.registry()
     assert formulas.CALLS - {formulas.NO_GRADIENT} <= set(reverse._CALLS)
+
+
+def test_no_gradient_is_computed_for_captured_data(monkeypatch):
+    # Logistic regression: the data X is captured, not differentiated, so of the two products a matmul's
+    # backward can form only X.T @ g is computed (the forward's X @ w is the other call).
+    rng = np.random.default_rng(7)
+    X, y = rng.standard_normal((200, 8)), (rng.random(200) < 0.5).astype(np.float64)
+    calls = []
+    real = np.matmul
+    monkeypatch.setattr(np, "matmul", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+
+    def loss(w):
+        z = ex.asarray(X) @ w
+        return ex.mean(ex.softplus(z) - ex.asarray(y) * z)
+
+    w = rng.standard_normal(8)
+    g = ex.grad(loss)(w)
+    sigmoid = 1 / (1 + np.exp(-(X @ w)))
+    np.testing.assert_allclose(g.numpy(), X.T @ (sigmoid - y) / len(y), rtol=1e-10)
+    assert len(calls) == 2, calls

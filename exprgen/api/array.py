@@ -549,10 +549,12 @@ def standard_astype(x, dtype, /, *, copy: bool = True, device=None) -> Array:
 
 
 def computed(value: np.ndarray, inputs, backward, name: str) -> Array:
-    """``value``, computed by NumPy from ``inputs`` (Arrays), as a leaf whose gradient is ``backward(g)``
-    (one Array per input); ``backward=None``: ``name`` is not differentiable, and a gradient reaching it
-    raises NotImplementedError instead of silently stopping there."""
-    def refuse(g):
+    """``value``, computed by NumPy from ``inputs`` (Arrays), as a leaf whose gradient is ``backward(g,
+    wanted)`` (one Array per input, or None where ``wanted[i]`` is False: no gradient flows to that input,
+    as to data a loss captures, so an expensive one is skipped); ``backward=None``: ``name`` is not
+    differentiable, and a gradient reaching it raises NotImplementedError instead of silently stopping
+    there."""
+    def refuse(g, wanted):
         raise NotImplementedError(f"{name} is not differentiable in exprgen (its value is computed by NumPy); "
                                   f"wrap its result in ex.stop_gradient if no gradient should flow through it")
 

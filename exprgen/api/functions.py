@@ -304,7 +304,7 @@ def concatenate(arrays, axis: int = 0) -> Array:
     if pending:
         evaluate(tuple(p._graph_node() for p, _ in pending), out=[s for _, s in pending])
 
-    return computed(result, parts, lambda g: [g[i] for i in indices], "concatenate")
+    return computed(result, parts, lambda g, wanted: [g[i] for i in indices], "concatenate")
 
 
 def concat(arrays, /, *, axis=0) -> Array:

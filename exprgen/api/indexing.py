@@ -89,7 +89,7 @@ def _resolve(x: Array, parts: tuple, *more) -> tuple:
 
 
 def _gather(x: Array, x_value: np.ndarray, key: tuple) -> Array:
-    return computed(x_value[key], [x], lambda g: [_scatter_add(g, x.shape, key)], "indexing")
+    return computed(x_value[key], [x], lambda g, wanted: [_scatter_add(g, x.shape, key)], "indexing")
 
 
 def _scatter_add(g: Array, shape: tuple, key: tuple) -> Array:
@@ -97,7 +97,7 @@ def _scatter_add(g: Array, shape: tuple, key: tuple) -> Array:
     (g_value,) = values(g)
     total = np.zeros(shape, g_value.dtype)
     np.add.at(total, key, g_value)
-    return computed(total, [g], lambda h: [_gather(h, values(h)[0], key)], "indexing")
+    return computed(total, [g], lambda h, wanted: [_gather(h, values(h)[0], key)], "indexing")
 
 
 def getitem(x: Array, key) -> Array:

@@ -42,8 +42,9 @@ def _matmul(a: Array, b: Array) -> Array:
     """The product of two stacks of matrices (NumPy's, computed now) with its gradient rule."""
     result = np.matmul(*values(a, b))
 
-    def backward(g):
-        return [sum_to(matmul(g, matrix_transpose(b)), a.shape), sum_to(matmul(matrix_transpose(a), g), b.shape)]
+    def backward(g, wanted):   # each a matrix product of its own: only those asked for are computed
+        return [sum_to(matmul(g, matrix_transpose(b)), a.shape) if wanted[0] else None,
+                sum_to(matmul(matrix_transpose(a), g), b.shape) if wanted[1] else None]
 
     return computed(result, [a, b], backward, "matmul")
 

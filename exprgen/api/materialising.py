@@ -57,7 +57,7 @@ def cumulative_sum(x, /, *, axis=None, dtype=None, include_initial: bool = False
     x = asarray(x)
     result, axis = _scan("cumulative_sum", x, axis, dtype, include_initial)
 
-    def backward(g):
+    def backward(g, wanted):
         # x[i] reaches every output from position i on (from i + 1 on, with the initial 0 in front).
         if include_initial:
             g = g[(slice(None),) * axis + (slice(1, None),)]
@@ -95,7 +95,7 @@ def _permuted(x: Array, value: np.ndarray, order: np.ndarray, axis: int) -> Arra
     """``x`` (whose value is ``value``) reordered along ``axis`` by ``order``. Its gradient is the incoming
     one put back in place by the inverse permutation: itself such a reordering, so gradients of gradients
     work."""
-    def backward(g):
+    def backward(g, wanted):
         (g_value,) = values(g)
         return [_permuted(g, g_value, np.argsort(order, axis=axis), axis)]
 

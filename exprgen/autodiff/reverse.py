@@ -161,11 +161,13 @@ def _index_adjoint(g: Array, shape: tuple, key) -> Array:
     return functions.flip(g, axis=tuple(flips)) if flips else g
 
 
-def _contributions(node: Node, g: Array):
-    """(input, gradient) pairs for node with incoming gradient g."""
+def _contributions(node: Node, g: Array, live: set[int]):
+    """(input, gradient) pairs for node with incoming gradient g, for the inputs in ``live`` (those a
+    variable's value flows into) and only those."""
     if node.custom_vjp is not None:
         inputs, backward = node.custom_vjp
-        return list(zip(inputs, backward(g)))
+        wanted = [id(i) in live for i in inputs]
+        return [(i, c) for i, c, w in zip(inputs, backward(g, wanted), wanted) if w]
     if node.op is BUFFER:
         if node.view_of is None:
             return []
@@ -183,7 +185,7 @@ def _contributions(node: Node, g: Array):
     pairs = []
     for source, formula in zip(node.src, op.vjp):
         tree = _parse(formula)
-        if tree is None or source.op is SCALAR or not _differentiable(source):
+        if tree is None or source.op is SCALAR or id(source) not in live or not _differentiable(source):
             continue
         pairs.append((source, sum_to(_evaluate(tree, env), source.shape)))
     return pairs
@@ -202,7 +204,7 @@ def _backward(root: Node, cotangent: Array, wrt: list[Node]) -> list[Array]:
         if g is None or id(node) in targets or id(node) not in live or not _differentiable(node):
             continue
         del gradients[id(node)]
-        for source, contribution in _contributions(node, g):
+        for source, contribution in _contributions(node, g, live):
             previous = gradients.get(id(source))
             gradients[id(source)] = contribution if previous is None else previous + contribution
     results = []
@@ -335,5 +337,5 @@ class custom_vjp:  # noqa: N801 - JAX's name
         marked = Array(graph.distinct("stop_gradient", out._graph_node()))
         marked._graph_node().annotate("custom_vjp", (
             [a._graph_node() for a in arrays],
-            lambda g: [x if isinstance(x, Array) else asarray(x) for x in self.backward(residuals, g)]))
+            lambda g, wanted: [x if isinstance(x, Array) else asarray(x) for x in self.backward(residuals, g)]))
         return marked

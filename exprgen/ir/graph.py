@@ -63,7 +63,8 @@ class Node:
     address: int
     # A buffer that views another node's value: (that node, the view steps), for gradients to flow back.
     view_of: tuple[Node, tuple] | None = None
-    # A node with a backward rule of its own: (the inputs it differentiates, g -> their gradients).
+    # A node with a backward rule of its own: (the inputs it differentiates, (g, wanted) -> their gradients,
+    # ``wanted[i]`` saying whether input i's is asked for: a rule may skip the others, giving None).
     custom_vjp: tuple[list[Node], Callable] | None = None
     # Does its value depend on a reduction? None until asked.
     reduces: bool | None = None
