@@ -548,6 +548,14 @@ def standard_astype(x, dtype, /, *, copy: bool = True, device=None) -> Array:
     return astype(x, dtype)
 
 
+def held(array: Array, value: np.ndarray) -> Array:
+    """``value``, the computed value of ``array``, as a leaf through which gradients still reach ``array``'s
+    graph (a view of it with no steps): what a backward rule reads instead of computing ``array`` again."""
+    leaf = graph.buffer(value)
+    leaf.annotate("view_of", (array._graph_node(), ()))
+    return Array(leaf)
+
+
 def computed(value: np.ndarray, inputs, backward, name: str) -> Array:
     """``value``, computed by NumPy from ``inputs`` (Arrays), as a leaf whose gradient is ``backward(g,
     wanted)`` (one Array per input, or None where ``wanted[i]`` is False: no gradient flows to that input,

@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from ..ir import graph
-from .array import Array, asarray, computed
+from .array import Array, asarray, computed, held
 from .functions import permute_dims, reshape, sum, sum_to, swapaxes
 from .manipulation import axes_in_order
 from .materialising import values
@@ -39,12 +39,16 @@ def matrix_transpose(x, /) -> Array:
 
 
 def _matmul(a: Array, b: Array) -> Array:
-    """The product of two stacks of matrices (NumPy's, computed now) with its gradient rule."""
-    result = np.matmul(*values(a, b))
+    """The product of two stacks of matrices (NumPy's, computed now) with its gradient rule. The backward
+    reads the operands' values computed here (``held``: not their expressions again, which would recompute
+    them, through a transposed view at that), and gradients still reach their graphs."""
+    a_value, b_value = values(a, b)
+    result = np.matmul(a_value, b_value)
+    a_held, b_held = held(a, a_value), held(b, b_value)
 
     def backward(g, wanted):   # each a matrix product of its own: only those asked for are computed
-        return [sum_to(matmul(g, matrix_transpose(b)), a.shape) if wanted[0] else None,
-                sum_to(matmul(matrix_transpose(a), g), b.shape) if wanted[1] else None]
+        return [sum_to(matmul(g, matrix_transpose(b_held)), a.shape) if wanted[0] else None,
+                sum_to(matmul(matrix_transpose(a_held), g), b.shape) if wanted[1] else None]
 
     return computed(result, [a, b], backward, "matmul")
 

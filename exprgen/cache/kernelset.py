@@ -144,7 +144,7 @@ def render_graph(node: graph.Node, target: str = "cpu") -> tuple[str, str]:
     (kernel,) = schedule((node,))
     layouts = [geometry.layout(n.shape, n.buffer.strides, n.dtype.itemsize) for n in kernel.inputs]
     layouts += [geometry.layout(n.shape, np.empty(n.shape, n.dtype).strides, n.dtype.itemsize) for n in kernel.outputs]
-    inner_strides = launch_geometry(kernel, layouts).inner_strides
+    inner_strides = launch_geometry(kernel, layouts, target).inner_strides
     return render(kernel, inner_strides, target, scratch=frozenset(range(len(kernel.outputs))))
 
 

@@ -62,16 +62,18 @@ def rows_geometry(shape: tuple[int, ...], axes: tuple[int, ...], layouts: list[t
 
 class Launch(NamedTuple):
     """What a kernel's entry receives besides its data: ``shape`` (its size arguments), ``strides`` (per
-    array, inputs then outputs, each as long as the others) and ``total`` (the work items it splits)."""
+    array, inputs then outputs, each as long as the others) and ``total`` (the work items it splits).
+    ``along``: the dim (an index into each array's strides) the kernel's loads step along."""
 
     shape: list[int]
     strides: list[list[int]]
     total: int
+    along: int = -1
 
     @property
     def inner_strides(self) -> list[int]:
-        """Each array's innermost stride: what picks its load form in the source."""
-        return [s[-1] for s in self.strides]
+        """Each array's stride along the dim its loads step along: what picks its load form in the source."""
+        return [s[self.along] for s in self.strides]
 
 
 def map_launch(kernel: Kernel, layouts: list[tuple[tuple, tuple]]) -> Launch:
@@ -86,3 +88,10 @@ def rows_launch(kernel: Kernel, layouts: list[tuple[tuple, tuple]]) -> Launch:
     (outer, outer_strides), (inner, inner_strides) = rows_geometry(kernel.shape, kernel.axes, layouts)
     return Launch([len(outer), len(inner), *outer, *inner],
                   [o + i for o, i in zip(outer_strides, inner_strides)], math.prod(outer))
+
+
+def columns_launch(kernel: Kernel, layouts: list[tuple[tuple, tuple]]) -> Launch:
+    """A columns kernel's: a rows kernel's arguments, its loads stepping along the last kept dim (from one
+    row to the next) instead of along a row."""
+    launch = rows_launch(kernel, layouts)
+    return launch._replace(along=launch.shape[0] - 1)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..schedule.fusion import Kernel
-from .geometry import Launch, map_launch, rows_launch
+from .geometry import Launch, columns_launch, map_launch, rows_launch
 from .render import TARGET_VARIABLES, render_map, render_rows, template
 
 
@@ -22,11 +22,16 @@ class Kind:
     templates: dict[str, str]                       # target -> template path under templates/
     geometry: Callable[[Kernel, list], Launch]      # (kernel, layouts of inputs then outputs) -> Launch
     render: Callable[..., tuple[str, str]]          # (kernel, inner strides, target, scratch, template)
+    # A target without a template of this kind renders the kernel as this kind (geometry and all) instead.
+    fallback: str | None = None
 
 
 KINDS = {
     "map": Kind({"cpu": "cpu/elementwise.cpp.j2", "cuda": "cuda/elementwise.cu.j2"}, map_launch, render_map),
     "rows": Kind({"cpu": "cpu/rows.cpp.j2", "cuda": "cuda/rows.cu.j2"}, rows_launch, render_rows),
+    # The rows machinery with another loop (templates/cpu/columns.cpp.j2 extends rows.cpp.j2); CUDA's rows
+    # template reduces these kernels as it does any other.
+    "columns": Kind({"cpu": "cpu/columns.cpp.j2"}, columns_launch, render_rows, fallback="rows"),
 }
 
 # Compiled at import, so that a fresh process's first result does not wait for Jinja (a CPU-only process
@@ -35,10 +40,16 @@ for _kind in KINDS.values():
     template(_kind.templates["cpu"])
 
 
-def launch_geometry(kernel: Kernel, layouts: list[tuple[tuple, tuple]]) -> Launch:
+def kind_for(kernel: Kernel, target: str) -> Kind:
+    """The kind ``kernel`` is rendered and launched as for ``target``."""
+    kind = KINDS[kernel.kind]
+    return kind if target in kind.templates else KINDS[kind.fallback]
+
+
+def launch_geometry(kernel: Kernel, layouts: list[tuple[tuple, tuple]], target: str = "cpu") -> Launch:
     """How ``kernel`` is launched over arrays of these layouts ((shape, element strides), inputs then
-    outputs)."""
-    return KINDS[kernel.kind].geometry(kernel, layouts)
+    outputs) on ``target``."""
+    return kind_for(kernel, target).geometry(kernel, layouts)
 
 
 def render(kernel: Kernel, inner_strides: list[int], target: str = "cpu",
@@ -49,5 +60,5 @@ def render(kernel: Kernel, inner_strides: list[int], target: str = "cpu",
     memory, shared with no input); see render._reuse."""
     if target not in TARGET_VARIABLES:
         raise ValueError(f"unknown render target {target!r}: one of {', '.join(TARGET_VARIABLES)}")
-    kind = KINDS[kernel.kind]
+    kind = kind_for(kernel, target)
     return kind.render(kernel, inner_strides, target, scratch, template(kind.templates[target]))

@@ -1,13 +1,18 @@
 """Cut the rewritten graph into kernels and decide what materialises.
 
-Two kinds of kernel:
+Three kinds of kernel:
 - a **map** kernel loops once over one shape and writes its outputs; every elementwise node it needs is
   computed inline, so a connected elementwise region reads its inputs once and writes only its outputs;
 - a **rows** kernel reduces axes ``A`` of a shape ``F``: for each row (the kept index) it runs its
   reductions in phases, each a pass over the row (a reduction that needs another's result, like the sum
   in softmax needing the max, runs a phase later), then computes the per-row values built on them and
   writes the full-shape outputs that need them in a last pass. Elementwise producers fuse into every
-  phase, and a row stays in cache between phases, so softmax or a normalisation reads memory once.
+  phase, and a row stays in cache between phases, so softmax or a normalisation reads memory once;
+- a **columns** kernel is a rows kernel whose reduced axes all come before its kept ones (a bias
+  gradient, ``g.sum(axis=0)``): neighbouring rows are neighbouring in memory, so it reduces many rows at
+  once, a vector of them per load, where a rows kernel would walk each row one strided element at a time
+  (layer norm's dg and dbeta over 4096x1024 float32: 33 ms as a rows kernel). One pass only, no full-shape
+  outputs and no arg-reductions (``_as_columns``); any other rows kernel stays one.
 
 Anchors are the nodes a kernel is built around: requested outputs, reductions, and the sources of views
 over reductions. Anchors are taken in dependency order and grouped greedily: reductions by (F, A), an
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..ir import opdefs
 from ..ir.graph import LEAVES, SCALAR, VIEW, Node, reductions, toposort
 
 
@@ -38,7 +44,7 @@ MAX_INPUTS = 64
 
 @dataclass
 class Kernel:
-    key: tuple                                           # (kind, shape), or ("rows", F, axes)
+    key: tuple                                           # (kind, shape), or ("rows" / "columns", F, axes)
     outputs: list[Node] = field(default_factory=list)
     body: list[Node] = field(default_factory=list)       # nodes computed in the kernel, in dependency order
     inputs: list[Node] = field(default_factory=list)     # buffers read: leaves, views, other kernels' outputs
@@ -50,7 +56,7 @@ class Kernel:
 
     @property
     def kind(self) -> str:
-        """"map" or "rows": what codegen/kinds.py's table is keyed by."""
+        """"map", "rows" or "columns": what codegen/kinds.py's table is keyed by."""
         return self.key[0]
 
     @property
@@ -61,7 +67,7 @@ class Kernel:
     @property
     def axes(self) -> tuple[int, ...]:
         """Reduced axes; empty for a map kernel."""
-        return self.key[2] if self.kind == "rows" else ()
+        return self.key[2] if len(self.key) > 2 else ()
 
     @property
     def kept_shape(self) -> tuple[int, ...]:
@@ -132,6 +138,11 @@ def schedule(roots: tuple[Node, ...]) -> list[Kernel]:
     for kernel in emitted:
         kernel.outputs = [m for m in kernel.members if id(m) in target_ids or id(m) in read_elsewhere]
         _fill(kernel, anchors, home, _Earlier(run, kernel.run))
+        if _as_columns(kernel):
+            kernel.key = ("columns",) + kernel.key[1:]
+            kernel.reasons[0] = (f"reduces axes {kernel.axes} of shape {'x'.join(map(str, kernel.shape))}, "
+                                 f"{MIN_COLUMNS} or more neighbouring rows at once (the reduced axes lie outside "
+                                 f"the kept ones): {len(kernel.body)} op(s) fused, {len(kernel.outputs)} output(s)")
         cut = sum(id(m) in crossing for m in kernel.outputs)
         if cut:
             kernel.reasons.append(f"writes {cut} value(s) for a later kernel, cut there: a kernel computes at most "
@@ -254,6 +265,30 @@ def _fill(kernel: Kernel, anchors: set[int], home: dict, earlier: _Earlier) -> N
     else:
         kernel.reasons.insert(0, f"{len(kernel.outputs)} output(s) of shape {shape}: one loop, "
                                  f"{len(kernel.body)} op(s) fused")
+
+
+# A columns kernel reduces this many neighbouring rows at once at most (its template's L); with fewer kept
+# elements along the last kept dim than this, most of each vector would be idle.
+MIN_COLUMNS = 8
+
+
+def _as_columns(kernel: Kernel) -> bool:
+    """Is this rows kernel a columns one (see the module docstring)? Its reduced dims (of size > 1) all
+    come before its kept ones, the last kept dim has MIN_COLUMNS elements or more, it reduces in one pass,
+    every output is per row, and no reduction is an arg-reduction (which counts positions along a row)."""
+    if kernel.kind != "rows":
+        return False
+    shape, axes = kernel.shape, kernel.axes
+    reduced = [d for d in axes if shape[d] > 1]
+    kept = [d for d in range(len(shape)) if d not in axes and shape[d] > 1]
+    if not reduced or not kept or max(reduced) > min(kept) or shape[kept[-1]] < MIN_COLUMNS:
+        return False
+    if max(_phases(kernel).values(), default=0) > 0:
+        return False
+    reduce_ops = reductions()
+    if any(n.op in reduce_ops and opdefs.get(n.op).index for n in kernel.body):
+        return False
+    return all(o.op in reduce_ops or o.shape == kernel.kept_shape for o in kernel.outputs)
 
 
 def _phases(kernel: Kernel) -> dict[int, int]:
