@@ -267,8 +267,8 @@ def _fill(kernel: Kernel, anchors: set[int], home: dict, earlier: _Earlier) -> N
                                  f"{len(kernel.body)} op(s) fused")
 
 
-# A columns kernel reduces this many neighbouring rows at once at most (its template's L); with fewer kept
-# elements along the last kept dim than this, most of each vector would be idle.
+# A columns kernel loads neighbouring rows as one vector; with fewer kept elements along the last kept dim
+# than this, most of each vector would be idle, and a rows kernel does as well.
 MIN_COLUMNS = 8
 
 
