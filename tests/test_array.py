@@ -151,6 +151,37 @@ def test_out_at_an_input_s_address_with_other_strides_is_staged(view):
     np.testing.assert_array_equal(b if single.shape == b.shape else b.reshape(single.shape), expected)
 
 
+# An input view and an out= buffer over the same 4x4 matrix, at the same first address and of the same
+# shape, with other strides: only the strides tell that element i of the result is not element i read.
+SAME_ADDRESS_VIEWS = {"transpose": (lambda a: a.T, lambda a: a),
+                      "reshaped transpose": (lambda a: a.reshape(2, 8).T, lambda a: a.reshape(8, 2)),
+                      "reversed": (lambda a: a[::-1], lambda a: a[::-1].T)}
+
+
+@pytest.mark.parametrize("results", ["single", "first of two", "second of two"])
+@pytest.mark.parametrize("view", SAME_ADDRESS_VIEWS)
+def test_out_at_an_input_s_address_with_other_strides_is_staged_even_with_nothing_read_after(view, results):
+    """No kernel reads the input after the one writing the result (the other result reads another
+    array), so comparing addresses and shapes alone would let the kernel write over elements it has not
+    read yet: NumPy's answer is the input's old values plus one."""
+    source_of, target_of = SAME_ADDRESS_VIEWS[view]
+    a = np.arange(16.0).reshape(4, 4)
+    source, target = source_of(a), target_of(a)
+    assert source.__array_interface__["data"] == target.__array_interface__["data"]
+    assert source.shape == target.shape and source.strides != target.strides
+    expected = np.array(source) + 1
+    other, other_out = np.arange(5.0), np.empty(5)
+    if results == "single":
+        ex.eval(ex.asarray(source) + 1, out=target)
+    elif results == "first of two":
+        ex.eval(ex.asarray(source) + 1, ex.asarray(other) * 2, out=[target, other_out])
+    else:
+        ex.eval(ex.asarray(other) * 2, ex.asarray(source) + 1, out=[other_out, target])
+    np.testing.assert_array_equal(target, expected)
+    if results != "single":
+        np.testing.assert_array_equal(other_out, other * 2)
+
+
 def test_a_graph_built_again_is_evaluated_under_the_options_of_the_moment():
     """A repeated graph skips planning, yet a change of backend, fast_math or rule set still counts."""
     x = ex.asarray(np.array([-1.0, 0.5, 2.0]))

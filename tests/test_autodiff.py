@@ -2,6 +2,7 @@
 fusion of the backward pass, and the API's errors."""
 
 import gc
+import math
 import weakref
 
 import numpy as np
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 import exprgen as ex
 from exprgen.ir import opdefs
+from exprgen.testing import assert_close, ulp_bound
 
 NON_DIFFERENTIABLE = {
     "equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "logical_and", "logical_or",
@@ -158,6 +160,59 @@ def test_against_jax_when_installed():
     ours = ex.grad(build(ex))(x).numpy()
     theirs = np.asarray(jax.grad(build(jnp))(jnp.asarray(x)))
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-9)
+
+
+INF, NAN = math.inf, math.nan
+# Gradients at the edges of ops' domains, and what jax.grad (float64) gives there: (name, exprgen's
+# function, jax's (given jax.numpy and jax.nn), inputs, one gradient per input). Written out, so the
+# conventions are checked without jax; ``test_domain_edge_gradients_are_jax_s`` asks jax for them again.
+DOMAIN_EDGES = [
+    # x ** y at x = 0 (y > 0, 0, 1, 2, 3 and -1) and negative x with integer y: 0 ** y has slope 0 in y
+    # (the log of x taken where x is not 0), a negative x a NaN slope in y (the log of a negative number).
+    ("power", lambda x, y: x ** y, lambda m, nn: lambda x, y: x ** y,
+     ([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -2.0, -2.0, -2.0, 2.0], [0.5, 0.0, 1.0, 2.0, 3.0, -1.0, 2.0, 3.0, 0.0, 0.0]),
+     ([INF, NAN, 1.0, 0.0, 0.0, -INF, -4.0, 12.0, -0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, NAN, NAN, NAN, NAN, math.log(2)])),
+    ("sqrt", lambda x: ex.sqrt(x), lambda m, nn: m.sqrt, ([0.0, -0.0, 4.0],), ([INF, -INF, 0.25],)),
+    ("log", lambda x: ex.log(x), lambda m, nn: m.log, ([0.0, -0.0, 2.0],), ([INF, -INF, 0.5],)),
+    ("abs", lambda x: ex.abs(x), lambda m, nn: m.abs, ([0.0, -0.0, -3.0],), ([1.0, 1.0, -1.0],)),
+    ("relu", lambda x: ex.relu(x), lambda m, nn: nn.relu, ([0.0, -0.0, 3.0],), ([0.0, 0.0, 1.0],)),
+    # ties split the gradient, -0.0 and 0.0 tie
+    ("maximum", lambda x, y: ex.maximum(x, y), lambda m, nn: m.maximum,
+     ([1.0, 2.0, 0.0, -0.0], [1.0, 1.0, -0.0, 0.0]), ([0.5, 1.0, 0.5, 0.5], [0.5, 0.0, 0.5, 0.5])),
+    ("minimum", lambda x, y: ex.minimum(x, y), lambda m, nn: m.minimum,
+     ([1.0, 2.0, 0.0, -0.0], [1.0, 1.0, -0.0, 0.0]), ([0.5, 0.0, 0.5, 0.5], [0.5, 1.0, 0.5, 0.5])),
+    # the branch not taken gets a zero cotangent, and 0 times sqrt's slope at 0 or at -1 is NaN in jax too
+    ("where", lambda x: ex.where(x > 0, ex.sqrt(x), x * 3), lambda m, nn: lambda x: m.where(x > 0, m.sqrt(x), x * 3),
+     ([-1.0, 0.0, 4.0],), ([NAN, NAN, 0.25],)),
+]
+
+
+def _edge_gradients(f, inputs):
+    """The gradient of sum(f(inputs)) with respect to every input, and the ULP the table allows it: the
+    sum of the bounds of the ops in its graph (each is one op over exact inputs, or a product of those)."""
+    grads = ex.grad(lambda *a: f(*a).sum(), argnums=tuple(range(len(inputs))))(*map(np.array, inputs))
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    bounds = [ulp_bound(g._graph_node()) for g in grads]   # before evaluating: the graph, not its value
+    return [(g.numpy(), ulp) for g, ulp in zip(grads, bounds)]
+
+
+@pytest.mark.parametrize("name, f, jax_f, inputs, expected", DOMAIN_EDGES, ids=[e[0] for e in DOMAIN_EDGES])
+def test_domain_edge_gradients_follow_jax_s_conventions(name, f, jax_f, inputs, expected):
+    for i, ((got, ulp), want) in enumerate(zip(_edge_gradients(f, inputs), expected)):
+        assert_close(got, np.array(want), ulp=ulp, what=f"d {name} / d input {i}", inputs=inputs)
+
+
+@pytest.mark.parametrize("name, f, jax_f, inputs, expected", DOMAIN_EDGES, ids=[e[0] for e in DOMAIN_EDGES])
+def test_domain_edge_gradients_are_jax_s(name, f, jax_f, inputs, expected):
+    """The literals above are what jax gives (and exprgen's gradients are jax's) where jax is installed."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    argnums = tuple(range(len(inputs)))
+    fn = jax_f(jax.numpy, jax.nn)
+    theirs = jax.grad(lambda *a: fn(*a).sum(), argnums=argnums)(*(jax.numpy.array(x, dtype="float64") for x in inputs))
+    for i, ((got, ulp), want, literal) in enumerate(zip(_edge_gradients(f, inputs), theirs, expected)):
+        assert_close(np.asarray(want), np.array(literal), what=f"jax's d {name} / d input {i} (the literal)")
+        assert_close(got, np.asarray(want), ulp=ulp, what=f"d {name} / d input {i}", inputs=inputs)
 
 
 def test_the_loss_gradient_fuses_into_two_kernels():

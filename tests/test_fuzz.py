@@ -12,11 +12,13 @@
   compiles kernels, nothing runs them yet);
 - gradient == finite differences: ``ex.grad`` of smooth float64 cases against central differences.
 
-Profiles, chosen with EXPRGEN_FUZZ_PROFILE: ``ci`` (the default, in ``make test``: derandomized, a fixed
-set of cases sized for about two minutes on one core, compiles included) and ``fuzz`` (``make fuzz``:
-random cases in rounds until EXPRGEN_FUZZ_DEADLINE, a Unix time, or EXPRGEN_FUZZ_MINUTES from the start;
-failures are saved in .hypothesis/ and tried first next time). With EXPRGEN_FUZZ_STATS=dir each worker
-writes what it checked there, and ``python tests/test_fuzz.py --summary dir`` adds it up.
+Profiles, chosen with EXPRGEN_FUZZ_PROFILE: ``ci`` (the default, in ``make test``: a set of cases sized
+for about two minutes on one core, compiles included, drawn from EXPRGEN_FUZZ_SEED, which tests/conftest.py
+sets to the commit and pytest's header shows: a run repeats at its commit, each commit draws other cases)
+and ``fuzz`` (``make fuzz``: random cases in rounds until EXPRGEN_FUZZ_DEADLINE, a Unix time, or
+EXPRGEN_FUZZ_MINUTES from the start; failures are saved in .hypothesis/ and tried first next time). With
+EXPRGEN_FUZZ_STATS=dir each worker writes what it checked there, and ``python tests/test_fuzz.py --summary
+dir`` adds it up.
 
 Every bug a fuzz run found is fixed and pinned by a regression test at the end.
 """
@@ -24,6 +26,7 @@ Every bug a fuzz run found is fixed and pinned by a regression test at the end.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import math
 import os
@@ -34,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, given, seed, settings
 from hypothesis import strategies as st
 
 import exprgen as ex
@@ -65,7 +68,16 @@ ROUNDS = 1 if PROFILE == "ci" else math.ceil(8 * MINUTES)
 
 
 def profile(name: str):
-    return settings(settings.get_profile(PROFILE), max_examples=EXAMPLES[name])
+    chosen = settings(settings.get_profile(PROFILE), max_examples=EXAMPLES[name])
+
+    def apply(test):
+        if PROFILE == "fuzz":
+            return chosen(test)
+        # One seed per test from the run's (conftest.py: the commit's): without it, derandomize draws the
+        # same cases on every commit, and no database remembers what an earlier run found.
+        digest = hashlib.sha256(f"{os.environ.get('EXPRGEN_FUZZ_SEED', '')}/{test.__name__}".encode()).digest()
+        return seed(int.from_bytes(digest[:8], "little"))(chosen(test))
+    return apply
 
 
 def pytest_generate_tests(metafunc):
