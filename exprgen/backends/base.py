@@ -88,6 +88,9 @@ class Runner(Protocol):
     def pointer(self, array: np.ndarray, own: bool):
         """A pointer to ``array``'s first element; ``own``: a contiguous buffer the runtime allocated."""
 
+    def own_pointer(self, array: np.ndarray):
+        """``pointer(array, own=True)``, called once per result buffer of every evaluation."""
+
     def address(self, address: int):
         """A pointer to memory at ``address`` (a leaf's), made once per leaf."""
 
@@ -100,8 +103,12 @@ class Runner(Protocol):
     def scalars(self, data: bytes | None):
         """The scalar arguments of one launch, packed 8 bytes each (None: the kernel takes none)."""
 
-    def empty(self, shape: tuple[int, ...], dtype: np.dtype, pooled: bool) -> np.ndarray:
-        """A result buffer; ``pooled``: large enough to be worth reusing (the pool of backends.memory)."""
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A result buffer."""
+
+    def reusable(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A result buffer large enough to be worth reusing once the user lets it go (the pool of
+        backends.memory): freshly mapped memory costs page faults on first touch."""
 
     def launch(self, function, total: int, ndim: int, shape, pointers, strides, scalars, threads: int) -> None:
         """Run one kernel over ``total`` elements (or rows) with ``threads`` threads."""

@@ -270,8 +270,9 @@ def _leaf_pointer(leaf: Node):
 
 
 # The runner's calls made on every evaluation, looked up once.
-_pointer, _empty, _launch, _offset, _new_pointers = (_runner.pointer, _runner.empty, _runner.launch, _runner.offset,
-                                                    _runner.pointers)
+_pointer, _own_pointer, _empty, _reusable, _launch, _offset, _new_pointers = (
+    _runner.pointer, _runner.own_pointer, _runner.empty, _runner.reusable, _runner.launch, _runner.offset,
+    _runner.pointers)
 
 
 class _Launch:
@@ -309,8 +310,8 @@ def _run(launch: _Launch, out) -> list[np.ndarray]:
             buf = out[root_index]
             pointers.append(_pointer(buf, own=False))
         else:
-            buf = _empty(shape, dtype, pooled)
-            pointers.append(_pointer(buf, own=True))
+            buf = _reusable(shape, dtype) if pooled else _empty(shape, dtype)
+            pointers.append(_own_pointer(buf))
         registers.append(buf)
     for source, offset in plan.derived:
         pointers.append(_offset(pointers[source], offset))
