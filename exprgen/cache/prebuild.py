@@ -1,6 +1,6 @@
 """Kernels built ahead of time, and the offline tools behind ``exprgen prebuild`` and ``exprgen cache``.
 
-    EXPRGEN_RECORD=kernels.json python train.py          # cache.py records each kernel's source
+    EXPRGEN_RECORD=kernels.json python train.py          # cache/store.py records each kernel's source
     exprgen prebuild --manifest kernels.json --target cpu,cpu:x86-64-v3 -j 2 --into ./prebuilt
     EXPRGEN_PREBUILT_DIR=./prebuilt EXPRGEN_NO_COMPILE=1 python serve.py
 
