@@ -20,8 +20,8 @@ from .counters import reset_stats, stats
 from .api.functions import (all, any, argmax, argmin, broadcast_to, concat, concatenate, count_nonzero, expand_dims, flip,
                         log_softmax, logsumexp, max, mean, min, permute_dims, prod, reshape, softmax, squeeze, stack,
                         std, sum, swapaxes, transpose, var)
-from .api.creation import (arange, empty, empty_like, eye, full, full_like, linspace, meshgrid, ones, ones_like, tril,
-                       triu, zeros, zeros_like)
+from .api.creation import (arange, copy, empty, empty_like, eye, full, full_like, linspace, meshgrid, ones, ones_like,
+                       tril, triu, zeros, zeros_like)
 from .api.manipulation import broadcast_arrays, diff, moveaxis, repeat, roll, tile, unstack
 from .api.materialising import (argsort, cumulative_prod, cumulative_sum, nonzero, searchsorted, sort, unique_all,
                             unique_counts, unique_inverse, unique_values)
@@ -77,7 +77,7 @@ __all__ = sorted([
     "all", "any", "argmax", "argmin", "broadcast_to", "concat", "concatenate", "count_nonzero", "expand_dims", "flip",
     "log_softmax", "logsumexp", "max", "mean", "min", "permute_dims", "prod", "reshape", "softmax", "squeeze",
     "stack", "std", "sum", "swapaxes", "transpose", "var",
-    "arange", "empty", "empty_like", "eye", "full", "full_like", "linspace", "meshgrid", "ones", "ones_like", "tril",
+    "arange", "copy", "empty", "empty_like", "eye", "full", "full_like", "linspace", "meshgrid", "ones", "ones_like", "tril",
     "triu", "zeros", "zeros_like",
     "broadcast_arrays", "diff", "moveaxis", "repeat", "roll", "tile", "unstack",
     "argsort", "cumulative_prod", "cumulative_sum", "nonzero", "searchsorted", "sort", "unique_all",

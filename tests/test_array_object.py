@@ -8,6 +8,7 @@ import pytest
 
 import exprgen as ex
 from exprgen.testing import assert_matches_reference
+from exprgen.tools import cli
 
 ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
               "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
@@ -423,3 +424,26 @@ def test_inexact_ops_and_reductions_of_many_elements_still_run_kernels():
     assert float(ex.exp(x[3])) == pytest.approx(np.exp(xs[3]), rel=1e-15)   # exp is held to ULPs, not exact
     assert float(x.sum()) == pytest.approx(xs.sum(), rel=1e-12)
     assert ex.stats()["kernels_launched"] == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint8, np.bool_])
+def test_numpy_habits_real_imag_item_tolist_copy(dtype):
+    a = np.arange(6).reshape(2, 3).astype(dtype)
+    x = ex.asarray(a)
+    for got, want in ((x.real, a.real), (x.imag, a.imag)):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got.numpy(), want)
+    assert x.item(1, 2) == a.item(1, 2) and type(x.item(4)) is type(a.item(4))
+    assert ex.asarray(a[:1, :1]).item() == a[:1, :1].item()
+    with pytest.raises(ValueError, match="size 1"):   # NumPy's own message: only one element converts
+        x.item()
+    assert x.tolist() == a.tolist() and type(x.tolist()[0][0]) is type(a.tolist()[0][0])
+    copied = ex.copy(x * 1)
+    assert copied.dtype == (a * 1).dtype and not np.shares_memory(ex.copy(x).numpy(), a)
+    np.testing.assert_array_equal(copied.numpy(), a * 1)
+
+
+def test_the_cli_says_its_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"exprgen {ex.__version__}"

@@ -251,6 +251,15 @@ class Array:
             raise TypeError(f"only arrays of one element can be converted to Python scalars, not shape {self.shape}")
         return convert(self.numpy().reshape(()).item())
 
+    def item(self, *index):
+        """The element at ``index`` (none for a one-element array) as a Python scalar, as NumPy's
+        ``item``: computes the value."""
+        return self.numpy().item(*index)
+
+    def tolist(self):
+        """The value as nested lists of Python scalars, as NumPy's ``tolist``: computes it."""
+        return self.numpy().tolist()
+
     def __float__(self): return self._scalar(float)
     def __int__(self): return self._scalar(int)
     def __complex__(self): return self._scalar(complex)

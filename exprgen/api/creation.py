@@ -32,7 +32,7 @@ import operator
 import numpy as np
 
 from ..ir import dtypes, graph
-from .array import Array, asarray, check_device
+from .array import Array, asarray, check_device, standard_astype
 from .functions import broadcast_to, reshape, shape_argument
 
 _MAX_BYTES = 2**63 - 1   # NumPy's limit on an array's size in bytes (the largest intp)
@@ -109,6 +109,12 @@ def empty(shape, *, dtype=None, device=None) -> Array:
 def full_like(x, /, fill_value, *, dtype=None, device=None) -> Array:
     x = asarray(x)
     return full(x.shape, fill_value, dtype=_dtype(dtype, x.dtype), device=device)
+
+
+def copy(x, /) -> Array:
+    """``x`` in memory of its own (as ``np.copy``): lazily, a kernel writes the copy when it is computed."""
+    x = asarray(x)
+    return standard_astype(x, x.dtype, copy=True)
 
 
 def zeros_like(x, /, *, dtype=None, device=None) -> Array:

@@ -110,6 +110,9 @@ SURFACE = {
     "__neg__": _op("negative"), "__pos__": _op("positive"), "__abs__": _op("abs"),
     "__invert__": _logical_or_bitwise("logical_not", "bitwise_invert"),
     "__round__": lambda self, ndigits=None: round(self, ndigits or 0),
+    # NumPy's parts of a number (of a real array: the array itself, and zeros of its dtype)
+    "real": property(_op("real"), doc="The real part (lazily), as NumPy's ``x.real``."),
+    "imag": property(_op("imag"), doc="The imaginary part (lazily), as NumPy's ``x.imag``."),
     # reductions as methods, NumPy-style (a positional axis, out=)
     "sum": _method(functions.sum), "prod": _method(functions.prod), "max": _method(functions.max),
     "min": _method(functions.min), "any": _method(functions.any), "all": _method(functions.all),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import math
 import os
 import sys
@@ -148,6 +149,8 @@ def _positive(text: str) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="exprgen", description="Lazy numpy-like arrays compiled into fused kernels")
+    # From the installed package's metadata: the version pip installed, and no import of exprgen itself.
+    parser.add_argument("--version", action="version", version=f"exprgen {importlib.metadata.version('exprgen')}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="show an expression, its kernel, the compile and cache, and the speed-up")
     p.add_argument("-n", type=_positive, default=10_000_000, help="array length (default 1e7)")
