@@ -447,3 +447,21 @@ def test_the_cli_says_its_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"exprgen {ex.__version__}"
+
+
+def test_a_numpy_ufunc_computes_into_out_and_refuses_what_it_cannot_do():
+    a = np.linspace(-2, 2, 7)
+    x = ex.asarray(a)
+    o = np.empty(7)
+    assert np.tanh(x, out=o) is o
+    np.testing.assert_array_equal(o, ex.tanh(x).numpy())
+    assert np.add(x, 1, out=(o,)) is o and np.array_equal(o, a + 1)
+    in_place = a.copy()
+    np.multiply(ex.asarray(in_place), 2, out=in_place)   # the input itself, element for element
+    np.testing.assert_array_equal(in_place, a * 2)
+    with pytest.raises(TypeError, match="not where"):
+        np.tanh(x, where=a > 0)
+    with pytest.raises(TypeError, match="immutable"):
+        np.tanh(x, out=ex.asarray(o))
+    with pytest.raises(ValueError, match="out= buffer is float32"):
+        np.tanh(x, out=np.empty(7, np.float32))   # no silent cast

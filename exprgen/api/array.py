@@ -351,14 +351,27 @@ class Array:
                             f"would be lost. Write it with exprgen's functions (or NumPy's ufuncs, which stay "
                             f"lazy), or wrap it in ex.custom_vjp with its own backward") from None
 
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        if method != "__call__" or kwargs:
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        """``np.exp(x)`` stays lazy; with ``out=`` (one NumPy array) the value is computed into it and it is
+        returned, as NumPy does. Other keywords (``where=``, ``dtype=``, ``casting=``) are refused by name."""
+        if method != "__call__":
             return NotImplemented
+        if kwargs:
+            raise TypeError(f"np.{ufunc.__name__} on exprgen arrays takes out= but not {', '.join(sorted(kwargs))}: "
+                            f"use ex.where(...) for a mask and .astype(...) for a dtype")
         if ufunc is np.matmul:   # ndarray @ Array comes here, and only here
-            return _matmul(*inputs)
-        if ufunc.__name__ not in opdefs.registry():
+            result = _matmul(*inputs)
+        elif ufunc.__name__ in opdefs.registry():
+            result = apply(ufunc.__name__, *inputs)
+        else:
             return NotImplemented
-        return apply(ufunc.__name__, *inputs)
+        if out is None:
+            return result
+        if len(out) != 1 or isinstance(out[0], Array):   # NumPy hands out= over as a tuple
+            raise TypeError(f"np.{ufunc.__name__}(..., out=) needs one NumPy array to write into; exprgen arrays are "
+                            f"immutable (write y = np.{ufunc.__name__}(x) instead)")
+        _realize().evaluate((result._graph_node(),), out=list(out))
+        return out[0]
 
 
 def positional_signature(*names: str) -> inspect.Signature:
