@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/exprgen demo
 
-# A private kernel cache per run keeps "cold cache" honest and leaves the user's cache alone.
+# A private kernel cache per run keeps "cold cache" honest and leaves the user's cache alone; it is removed
+# after the run (an EXPRGEN_CACHE_DIR you set is yours and kept). -rs: why each skipped test skipped.
 test: $(STAMP)
-	EXPRGEN_CACHE_DIR=$${EXPRGEN_CACHE_DIR:-$$(mktemp -d)/cache} $(PY) -m pytest -q -n 2 --dist loadfile
+	@tmp=""; cache="$${EXPRGEN_CACHE_DIR:-}"; \
+	if [ -z "$$cache" ]; then tmp=$$(mktemp -d); cache=$$tmp/cache; fi; \
+	EXPRGEN_CACHE_DIR=$$cache $(PY) -m pytest -q -rs -n 2 --dist loadfile; status=$$?; \
+	if [ -n "$$tmp" ]; then rm -rf "$$tmp"; fi; exit $$status
 
 # Random expressions against the reference for FUZZ_MINUTES (hypothesis "fuzz" profile, tests/test_fuzz.py);
 # failures are kept in .hypothesis/ and tried first by the next run. A summary of what was checked follows.
