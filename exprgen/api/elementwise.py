@@ -33,8 +33,9 @@ def elementwise(name: str, c_expr: str, numpy_ref, vjp=None, dtypes=None):
                                   vjp="g / ((1 + abs(x)) * (1 + abs(x)))", dtypes=["float32", "float64"])
 
     ``c_expr`` is C++ over the parameter names of ``numpy_ref`` (which is also the reference that gives
-    the result dtype and checks the kernels); ``T`` is the type inputs are converted to, and float
-    literals are written ``T(0.5)``. ``vjp``: the backward formula per input, in the op language.
+    the result dtype and checks the kernels); ``T`` is the type inputs are converted to, and a float
+    literal is of that type (``0.5`` is taken as ``T(0.5)``: float32 inputs compute in float32, as their
+    reference does). ``vjp``: the backward formula per input, in the op language.
     """
     opdefs.define_elementwise(name, c_expr, numpy_ref, vjp, dtypes)
     return op_function(name)

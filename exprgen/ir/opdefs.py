@@ -83,6 +83,28 @@ def check_c_expression(expr: str, names: set[str], where: str) -> None:
                 raise ValueError(f"{where}: float literal {tok.group('num')} must be written T({tok.group('num')})")
 
 
+def typed_float_literals(expr: str) -> str:
+    """``expr`` with every float literal not yet written ``T(...)`` written so (``x * 2 + 1e-3`` ->
+    ``x * 2 + T(1e-3)``): a user's op computes in its type ``T``, where a bare 1e-3 would be a double.
+    Integer literals stay as they are (C converts them exactly); anything else is left to
+    ``check_c_expression``."""
+    out, pos, tokens = [], 0, []
+    while pos < len(expr.rstrip()):
+        match = _C_TOKEN.match(expr, pos)
+        if not match:
+            return expr   # check_c_expression names the forbidden character
+        tokens.append(match)
+        pos = match.end()
+    last = 0
+    for i, tok in enumerate(tokens):
+        number = tok.group("num")
+        wrapped = i >= 2 and tokens[i - 1].group("op") == "(" and tokens[i - 2].group("name") == "T"
+        if number and not number.isdigit() and not wrapped:
+            out += [expr[last:tok.start("num")], f"T({number})"]
+            last = tok.end("num")
+    return "".join(out) + expr[last:]
+
+
 def formula_names(formula: str) -> set[str]:
     """Names a backward formula uses, parsed with ``ast`` (nothing is evaluated)."""
     tree = ast.parse(formula, mode="eval")
@@ -320,6 +342,7 @@ def define_elementwise(name: str, c: str, numpy_ref, vjp=None, dtypes_accepted=N
         raise ValueError(f"{where}: user ops take 1 to 3 inputs, numpy_ref has {len(inputs)}")
     if not isinstance(c, str):
         raise TypeError(f"{where}: the C expression must be a string")
+    c = typed_float_literals(c)
     check_c_expression(c, set(inputs), where)
     if vjp is not None:
         vjp = (vjp,) if isinstance(vjp, str) else tuple(vjp)
