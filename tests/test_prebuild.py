@@ -394,6 +394,7 @@ def test_demo_shows_the_expression_its_kernel_source_the_compile_the_cache_hit_a
     assert "1/(1+exp(-x)) -> sigmoid(x)" in out and "== 1 kernel(s)" in out
     assert "eg::sigmoid_f4_f4(" in out and "void run_range(" in out     # the generated source
     assert "second evaluation" in out and "(compiles: 0," in out          # served from the caches
+    assert "a fresh process with the same cache" in out and "(compiles: 0, kernel read from the disk cache: 1" in out
     assert "NumPy, same expression" in out and "max |exprgen - NumPy|" in out
 
 
