@@ -101,14 +101,18 @@ def get_num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Threads that large kernels, and the BLAS behind matmul, use from now on (in this process); at most
     MAX_THREADS_PER_CPU per CPU."""
-    global _global_threads
+    global _global_threads, _blas_asked
     _global_threads = _checked_threads(n)
-    _blas().limit(limits=_global_threads, user_api="blas")
+    with _blas_lock:
+        _blas_asked = _global_threads
+        _limit_blas()
 
 
 def threads(n: int):
     """``with ex.threads(1): ...`` runs kernels in the block on ``n`` threads (this Python thread only),
-    and the BLAS behind matmul on at most ``n`` (its pool is the process's: for the block's length)."""
+    and the BLAS behind matmul on at most ``n``: BLAS has one pool for the process, so while blocks are open
+    in several Python threads it takes the smallest count any of them asks for. (OpenBLAS 0.3.31, NumPy's,
+    ignores a limit set from another Python thread once the main thread has set one.)"""
     return _threads_block(_checked_threads(n))   # checked here: a warning then names the caller's line
 
 
@@ -116,23 +120,36 @@ def threads(n: int):
 def _threads_block(count: int):
     previous = getattr(_state, "threads", None)
     _state.threads = count
+    with _blas_lock:
+        _open_blocks.append(count)
+        _limit_blas()
     try:
-        with _blas().limit(limits=count, user_api="blas"):
-            yield
+        yield
     finally:
         _state.threads = previous
+        with _blas_lock:
+            _open_blocks.remove(count)
+            _limit_blas()
 
 
+# BLAS's pool, limited from the one state below (under _blas_lock): the counts of the ex.threads blocks open
+# in any Python thread, else what set_num_threads asked, else the pool's own sizes as exprgen found them.
+_blas_lock = threading.Lock()
+_open_blocks: list[int] = []
+_blas_asked: int | None = None
 _blas_controller = None
+_blas_own: dict[str, int] = {}
 
 
-def _blas() -> threadpoolctl.ThreadpoolController:
-    """The BLAS libraries loaded (NumPy's, loaded before exprgen), found once: finding them reads every
-    loaded library's symbols (~1 ms); limiting them is ~6 us."""
+def _limit_blas() -> None:
     global _blas_controller
     if _blas_controller is None:
-        _blas_controller = threadpoolctl.ThreadpoolController()
-    return _blas_controller
+        # Finding the loaded BLAS libraries (NumPy's, loaded before exprgen) reads every loaded library's
+        # symbols (~1 ms), so it is done once; limiting them is ~6 us.
+        _blas_controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+        _blas_own.update((lib.prefix, lib.num_threads) for lib in _blas_controller.lib_controllers)
+    wanted = min(_open_blocks) if _open_blocks else _blas_asked
+    _blas_controller.limit(limits=_blas_own if wanted is None else wanted)
 
 
 class _Options(threading.local):

@@ -463,5 +463,16 @@ def test_a_numpy_ufunc_computes_into_out_and_refuses_what_it_cannot_do():
         np.tanh(x, where=a > 0)
     with pytest.raises(TypeError, match="immutable"):
         np.tanh(x, out=ex.asarray(o))
-    with pytest.raises(ValueError, match="out= buffer is float32"):
-        np.tanh(x, out=np.empty(7, np.float32))   # no silent cast
+    # NumPy's rules for out=: the result cast under "same_kind", broadcast to out's shape
+    narrow, wide = np.empty(7, np.float32), np.empty((3, 7))
+    np.testing.assert_array_equal(np.tanh(x, out=narrow), np.tanh(a, out=np.empty(7, np.float32)))
+    np.testing.assert_array_equal(np.sin(x, out=wide), np.sin(a, out=np.empty((3, 7))))
+    accumulated = np.ones((3, 7), np.float32)
+    accumulated += x                               # float64 into float32, a row into every row
+    expected = np.ones((3, 7), np.float32)
+    expected += a                                  # NumPy's own: computed in float64, then cast
+    np.testing.assert_array_equal(accumulated, expected)
+    with pytest.raises(TypeError, match="Cannot cast ufunc 'add' output from dtype\\('float64'\\)"):
+        np.add(x, 1, out=np.empty(7, np.int64))
+    with pytest.raises(ValueError, match="non-broadcastable output operand"):
+        np.add(ex.asarray(np.ones((2, 7))), 1, out=np.empty(7))

@@ -2,6 +2,7 @@
 kernels (it does not spin on the cores BLAS needs next), and ex.threads / ex.set_num_threads limit both."""
 
 import os
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,50 @@ def test_threads_limit_the_blas_too():
         assert _blas_threads() == [1] * len(before)
     finally:
         ex.set_num_threads(previous)
+
+
+# In a fresh process: OpenBLAS ignores a limit set from another Python thread once the main thread has set
+# one (measured with OpenBLAS 0.3.31), so the test must not follow one that limited BLAS from the main thread.
+SEVERAL_THREADS = """
+import threading
+import threadpoolctl
+import exprgen as ex
+def blas():
+    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+before = blas()
+first_open, second_open, first_may_close, second_may_close = (threading.Event() for _ in range(4))
+seen = {}
+def first():
+    with ex.threads(1):
+        first_open.set()
+        first_may_close.wait()
+def second():
+    first_open.wait()
+    with ex.threads(2):
+        second_open.set()
+        second_may_close.wait()
+workers = [threading.Thread(target=first), threading.Thread(target=second)]
+for w in workers:
+    w.start()
+second_open.wait()
+seen["both"] = blas()
+first_may_close.set()     # the first block to open closes first: the other's limit holds on
+workers[0].join()
+seen["second"] = blas()
+second_may_close.set()
+workers[1].join()
+seen["after"] = blas()
+with ex.threads(2):
+    ex.set_num_threads(1)   # asked inside a block: holds for kernels and BLAS after it
+seen["set inside"] = [ex.get_num_threads()] + blas()
+print(repr((before, seen)))
+"""
+
+
+@pytest.mark.skipif(not _blas_threads(), reason="NumPy's BLAS is not one threadpoolctl knows")
+def test_blocks_in_several_threads_limit_blas_to_the_smallest_and_give_it_back_in_any_order(tmp_path):
+    env = dict(os.environ, EXPRGEN_CACHE_DIR=str(tmp_path), PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", SEVERAL_THREADS], env=env, capture_output=True, text=True, check=True)
+    before, seen = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    assert seen == {"both": [1] * len(before), "second": [min(2, b) for b in before], "after": before,
+                    "set inside": [1] * (1 + len(before))}

@@ -370,8 +370,22 @@ class Array:
         if len(out) != 1 or isinstance(out[0], Array):   # NumPy hands out= over as a tuple
             raise TypeError(f"np.{ufunc.__name__}(..., out=) needs one NumPy array to write into; exprgen arrays are "
                             f"immutable (write y = np.{ufunc.__name__}(x) instead)")
-        _realize().evaluate((result._graph_node(),), out=list(out))
-        return out[0]
+        (target,) = out
+        # As NumPy: the result cast to out's dtype under "same_kind" and broadcast to its shape (a += b,
+        # acc2d += row), lazily, so one kernel writes out.
+        if not np.can_cast(result.dtype, target.dtype, casting="same_kind"):
+            raise TypeError(f"Cannot cast ufunc {ufunc.__name__!r} output from {result.dtype!r} to "
+                            f"{target.dtype!r} with casting rule 'same_kind'")
+        if np.broadcast_shapes(result.shape, target.shape) != target.shape:
+            raise ValueError(f"non-broadcastable output operand with shape {target.shape} doesn't match the "
+                             f"broadcast shape {np.broadcast_shapes(result.shape, target.shape)}")
+        node = result._graph_node()
+        if node.dtype != target.dtype:
+            node = graph.apply("astype", node, params=(target.dtype.name,))
+        if node.shape != target.shape:
+            node = graph.view(node, (("broadcast_to", target.shape),))
+        _realize().evaluate((node,), out=[target])
+        return target
 
 
 def positional_signature(*names: str) -> inspect.Signature:
