@@ -494,3 +494,7 @@ def test_no_gradient_is_computed_for_captured_data(monkeypatch):
     sigmoid = 1 / (1 + np.exp(-(X @ w)))
     np.testing.assert_allclose(g.numpy(), X.T @ (sigmoid - y) / len(y), rtol=1e-10)
     assert len(calls) == 2, calls
+    calls.clear()   # data made from w but behind stop_gradient is captured data too
+    g = ex.grad(lambda w: ex.sum(ex.stop_gradient(ex.asarray(X) * ex.sum(w)) @ w))(w)
+    np.testing.assert_allclose(g.numpy(), (X * w.sum()).sum(axis=0), rtol=1e-10)
+    assert len(calls) == 2, calls

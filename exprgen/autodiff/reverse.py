@@ -196,7 +196,8 @@ def _backward(root: Node, cotangent: Array, wrt: list[Node]) -> list[Array]:
     order = _order(root, targets)
     live = set(targets)   # the nodes a target's value flows into: no gradient is formed for the others
     for node in order:
-        if any(id(p) in live for p in _parents(node)):
+        stops = node.op == "stop_gradient" and node.custom_vjp is None   # its value flows, its gradient not
+        if not stops and any(id(p) in live for p in _parents(node)):
             live.add(id(node))
     gradients: dict[int, Array] = {id(root): cotangent}
     for node in reversed(order):
