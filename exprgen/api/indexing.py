@@ -89,10 +89,10 @@ def _resolve(x: Array, parts: tuple, *more) -> tuple:
 
 
 def _gather(x: Array, x_value: np.ndarray, key: tuple) -> Array:
-    return computed(x_value[key], [x], lambda g, wanted: [_scatter_add(g, x.shape, key)], "indexing")
+    return computed(x_value[key], [x], lambda g, wanted: [scatter_add(g, x.shape, key)], "indexing")
 
 
-def _scatter_add(g: Array, shape: tuple, key: tuple) -> Array:
+def scatter_add(g: Array, shape: tuple, key: tuple) -> Array:
     """The gradient of a gather: ``g`` added into zeros of ``shape`` at ``key`` (repeated indices add up)."""
     (g_value,) = values(g)
     total = np.zeros(shape, g_value.dtype)

@@ -11,7 +11,7 @@ Conventions at kinks and ties follow JAX: ``abs`` has slope 1 at 0, ``relu`` slo
 ``maximum``/``minimum``/``clip`` and of the ``max``/``min`` reductions share the gradient equally, and
 ``where`` sends it to the branch taken. Broadcasting is undone by summing over the broadcast axes. A
 buffer made by viewing another (slicing a NumPy array, transposing it) passes its gradient back through
-the view's adjoint; slicing that drops elements is not differentiable yet and says so.
+the view's adjoint; slicing that drops elements scatters the gradient back into zeros of the base.
 
 Variables follow JAX too: each argument differentiated is a fresh leaf of its own (``_variable``), so an
 array passed twice, or passed and also captured by the function, gives each argument only its own uses'
@@ -28,7 +28,7 @@ import operator
 import numpy as np
 
 from ..ir import dtypes, formulas, graph, opdefs, views
-from ..api import functions
+from ..api import functions, indexing
 from ..api.functions import sum_to
 from ..api.array import Array, apply, asarray, astype, converting, tracing, tracing_depth
 from ..api.elementwise import op_function
@@ -138,6 +138,17 @@ def _view_adjoint(g: Array, base_shape: tuple, steps: tuple) -> Array:
     return g
 
 
+def _dropping_adjoint(g: Array, shape: tuple, parts: tuple) -> Array:
+    """Adjoint of basic indexing that drops elements (ints, partial or strided slices): ``g`` put back in
+    zeros of the base's shape where the view took its elements (indexing.scatter_add, itself
+    differentiable). A None in the key adds an axis of one the view's gradient has and the base lacks."""
+    kept = ("tuple", tuple(p for p in parts if p is not None))   # a getitem step's argument, without None
+    if len(kept[1]) != len(parts):
+        g = functions.reshape(g, views.shape_after(shape, np.dtype(np.float64), (("getitem", kept),)))
+    key = views.key_of(kept)
+    return indexing.scatter_add(g, shape, key + (Ellipsis,) * (Ellipsis not in key))
+
+
 def _index_adjoint(g: Array, shape: tuple, key) -> Array:
     """Adjoint of basic indexing that keeps every element (None, ..., full slices, [::-1])."""
     parts = key[1] if isinstance(key, tuple) and key and key[0] == "tuple" else (key,)
@@ -152,8 +163,7 @@ def _index_adjoint(g: Array, shape: tuple, key) -> Array:
         walk = range(*slice(*part[1:]).indices(shape[axis])) if isinstance(part, tuple) and part[0] == "slice" \
             else None
         if walk not in (range(shape[axis]), range(shape[axis] - 1, -1, -1)):   # ranges compare their elements
-            raise NotImplementedError("gradients through indexing that drops elements (ints, partial or strided "
-                                      "slices) are not supported yet; use where() to mask instead")
+            return _dropping_adjoint(g, shape, parts)
         if walk.step < 0 and len(walk) > 1:
             flips.append(axis)
         axis += 1

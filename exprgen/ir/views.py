@@ -28,6 +28,12 @@ def _freeze(key):
     return key
 
 
+def key_of(step_arg) -> tuple:
+    """The NumPy index (a tuple of parts) that a getitem step's argument spells."""
+    key = _thaw(step_arg)
+    return key if isinstance(key, tuple) else (key,)
+
+
 def _thaw(key):
     if isinstance(key, tuple) and key and key[0] == "tuple":
         return tuple(_thaw(k) for k in key[1])
