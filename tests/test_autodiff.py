@@ -513,3 +513,12 @@ def test_no_gradient_is_computed_for_captured_data(monkeypatch):
     g = ex.grad(lambda w: ex.sum(ex.stop_gradient(ex.asarray(X) * ex.sum(w)) @ w))(w)
     np.testing.assert_allclose(g.numpy(), (X * w.sum()).sum(axis=0), rtol=1e-10)
     assert len(calls) == 2, calls
+
+
+def test_gradients_through_every_indexing_form():
+    w = np.array([3.0, 1.0, 2.0])
+    np.testing.assert_array_equal(ex.grad(lambda w: ex.sort(w)[0] * 2)(w).numpy(), [0, 2, 0])   # the smallest
+    np.testing.assert_array_equal(ex.grad(lambda w: ex.sum(ex.unstack(ex.reshape(w, (3, 1)))[1] * 5))(w).numpy(),
+                                  [0, 5, 0])
+    np.testing.assert_array_equal(ex.grad(lambda w: w[w > 1.5].sum())(w).numpy(), [1, 0, 1])       # a mask
+    np.testing.assert_array_equal(ex.grad(lambda w: w[np.array([0, 0, 2])].sum())(w).numpy(), [2, 0, 1])   # repeats add
