@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import dtypes, graph
-from .array import CPU, Array, asarray, check_device, normalize_device
+from ..ir import dtypes
+from .array import CPU, Array, normalize_device
 from .array import standard_astype as astype  # noqa: F401 - the namespace's astype
 
 __array_api_version__ = "2024.12"
