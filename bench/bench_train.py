@@ -26,7 +26,7 @@ Engines, every one computing the loss and all the gradients each call, each resu
                      ``ex.eval(loss, *grads)`` (a realised Array keeps its value; the guard checks on every
                      call that kernels ran), on the default threads and, as "exprgen 1 thread", inside
                      ``with ex.threads(1):``;
-  * exprgen jit      ``ex.jit(ex.value_and_grad(loss, argnums=...))``, only where ``ex.jit`` exists.
+  * exprgen jit      ``ex.jit(ex.value_and_grad(loss, argnums=...))``: traced once, replayed.
 
 Reported with bench_core.py's harness (the engines of a case timed side by side in rotating rounds, medians
 after warm-up, first calls, which compile or trace, reported apart): per case a table of median, min, first
@@ -328,19 +328,14 @@ def exprgen_calls(ex, case: Case) -> dict:
             return eager()
 
     calls = {"exprgen": (eager, exprgen_guard(ex)), "exprgen 1 thread": (one_thread, exprgen_guard(ex))}
-    if hasattr(ex, "jit"):   # the coming ex.jit: what it returns is realised here whatever its form
-        jitted = ex.jit(ex.value_and_grad(loss, argnums=argnums))
+    jitted = ex.jit(ex.value_and_grad(loss, argnums=argnums))
 
-        def jit():
-            value, grads = jitted(*params)
-            results = (value, *grads)
-            lazy = [r for r in results if isinstance(r, ex.Array)]
-            if lazy:
-                ex.eval(*lazy)
-            return tuple(np.asarray(r) for r in results)
-        # No launch guard: a compiled step need not go through the lazy path ex.stats counts; each call
-        # still returns new outputs, so no realised value can be handed back in its place.
-        calls["exprgen jit"] = (jit, None)
+    def jit():
+        value, grads = jitted(*params)
+        return tuple(r.numpy() for r in (value, *grads))
+    # No launch guard: a replay does not go through the lazy path ex.stats counts kernels on; each call
+    # still returns new outputs, so no realised value can be handed back in its place.
+    calls["exprgen jit"] = (jit, None)
     return calls
 
 

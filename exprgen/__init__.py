@@ -11,7 +11,7 @@ with api (Array and the functions) and autodiff on top; README.md's Layout secti
 
 from .ir import opdefs as _opdefs
 from .api import user_rules as rules  # ex.rules.var, call, register, unregister
-from .api.array import Array, apply, asarray, device, from_dlpack
+from .api.array import Array, apply, asarray, device, from_dlpack, readable as _readable
 from .api.elementwise import clip, elementwise, gelu, op_function, round, where
 from .api import surface as _surface  # installs Array's operators and methods
 from .settings import configure as config, get_num_threads, set_num_threads, threads
@@ -33,16 +33,17 @@ from .ir.dtypes import (BOOL as bool, FLOAT32 as float32, FLOAT64 as float64, IN
                      INT32 as int32, INT64 as int64, UINT8 as uint8, UINT16 as uint16, UINT32 as uint32,
                      UINT64 as uint64)
 from .runtime.realize import evaluate as _evaluate  # load the backend now: the first result should not wait for it
+from .staging.jit import jit
 from .tools.explain import explain, to_dot
 from .errors import (CompileError, CompilerMissing, CudaUnavailable, LockTimeout, NoCompileError, RewriteCheckError,
-                     RewriteError)
+                     RewriteError, TraceError)
 
 __version__ = "0.1.0"
 
 # One function per op entry (and array-API alias) of ops/; the wrappers above take NumPy keywords.
 _WRAPPED = {"astype", "clip", "gelu", "round", "where", "stop_gradient"}
 for _name, _op in _opdefs.registry().items():
-    if _name not in _WRAPPED and not _op.is_reduction:   # reductions take axis=: functions.py
+    if _name not in _WRAPPED and _op.kind not in ("reduce", "library"):   # their functions: functions.py, linear_algebra.py
         globals()[_name] = op_function(_name)
 
 
@@ -55,6 +56,7 @@ def eval(*arrays, out=None):  # noqa: A001 - the library's verb
     pending = [asarray(a) for a in arrays]
     if not pending:
         return ()
+    _readable([a._graph_node() for a in pending], "ex.eval")
     values = _evaluate(tuple(a._graph_node() for a in pending), out=out)
     for array, value in zip(pending, values):
         array._set_value(value)
@@ -70,6 +72,8 @@ __all__ = sorted([
     "config", "threads", "get_num_threads", "set_num_threads", "stats", "reset_stats",
     # autodiff
     "grad", "value_and_grad", "vjp", "custom_vjp", "stop_gradient",
+    # tracing a function once, replaying it
+    "jit",
     # user ops and rules
     "elementwise", "apply", "op_function", "rules",
     # functions with NumPy keywords (the op functions of ops/ are added below)
@@ -89,8 +93,8 @@ __all__ = sorted([
     "bool", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     # what exprgen raises
     "CompileError", "CompilerMissing", "CudaUnavailable", "LockTimeout", "NoCompileError", "RewriteCheckError",
-    "RewriteError",
-] + [name for name, op in _opdefs.registry().items() if name not in _WRAPPED and not op.is_reduction])
+    "RewriteError", "TraceError",
+] + [name for name, op in _opdefs.registry().items() if name not in _WRAPPED and op.kind not in ("reduce", "library")])
 
 
 def __dir__():

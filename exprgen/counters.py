@@ -12,14 +12,17 @@ def count(name: str, n: int = 1) -> None:
 
 
 def stats() -> dict:
-    """A snapshot: compiles, kernels_launched, cache_hits by tier, plan cache hits and misses."""
+    """A snapshot: compiles, kernels_launched, library_calls (matmul's BLAS), cache_hits by tier, plan cache
+    hits and misses."""
     get = _counts.get
     return {
         "compiles": get("compiles", 0),
         "kernels_launched": get("kernels_launched", 0),
+        "library_calls": get("library_calls", 0),
         "cache_hits": {tier: get(f"cache_hit_{tier}", 0) for tier in ("memory", "disk", "prebuilt")},
         "plan_cache": {"hits": get("plan_hit", 0), "misses": get("plan_miss", 0)},
         "compile_seconds": round(get("compile_ns", 0) / 1e9, 6),
+        "jit": {"traces": get("jit_traces", 0), "replays": get("jit_replays", 0)},
     }
 
 

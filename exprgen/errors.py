@@ -34,3 +34,8 @@ class RewriteError(RuntimeError):
 
 class RewriteCheckError(AssertionError):
     """Debug mode: a user rule changed a value it claims to keep."""
+
+
+class TraceError(RuntimeError):
+    """Inside ``ex.jit``, a value was asked of an array computed from the traced arguments, which have no
+    values while the function is traced (``float(loss)``, ``if x > 0:``, ``.numpy()``)."""

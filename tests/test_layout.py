@@ -32,6 +32,7 @@ ORDER = [
     "api.creation", "api.materialising", "api.manipulation", "api.indexing", "api.linear_algebra",
     "api.array_api", "api.user_rules", "api.surface",
     "autodiff.reverse",
+    "staging.jit",
     "tools.explain",
     "__init__",
     "tools.cli",

@@ -34,6 +34,7 @@ import weakref
 
 import numpy as np
 
+from ..errors import TraceError
 from ..ir import dtypes, graph, opdefs
 from ..ir.graph import BUFFER, Node
 
@@ -99,6 +100,53 @@ def tracing(variables: tuple[Node, ...] = ()):
                 if array is not None:
                     array._release_expression()
             _traces.computed = []
+
+
+class _Staging(threading.local):
+    """While ``ex.jit`` traces a function (``block``): the leaves standing for its arguments, which have no
+    values. Reading a value computed from one raises TraceError (``readable``)."""
+    depth = 0
+    arguments: frozenset = frozenset()   # ids of the argument leaves
+    buffers: frozenset = frozenset()     # ids of their NumPy arrays (autodiff's variables are new leaves over them)
+
+    @contextlib.contextmanager
+    def block(self, leaves: tuple[Node, ...]):
+        outer = (self.arguments, self.buffers)
+        self.depth += 1
+        self.arguments = outer[0] | {id(n) for n in leaves}
+        self.buffers = outer[1] | {id(n.buffer) for n in leaves if n.op is BUFFER}
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            self.arguments, self.buffers = outer
+
+
+staging = _Staging()
+
+
+def readable(nodes, what: str = "its value") -> None:
+    """Raise TraceError if ``ex.jit`` is tracing and a node's value comes from a traced argument."""
+    if not staging.depth:
+        return
+    stack, seen = list(nodes), set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if id(node) in staging.arguments or (node.op is BUFFER and id(node.buffer) in staging.buffers):
+            raise TraceError(f"inside ex.jit, {what} was asked of an array computed from the jitted function's "
+                             f"arguments, which have no values while it is traced: Python control flow and "
+                             f"logging on them would freeze one call's value into every later call. Keep it an "
+                             f"exprgen expression (ex.where for a branch), mark the argument static "
+                             f"(static_argnames=...) if the function branches on it, or read the value from "
+                             f"the jitted function's result")
+        stack.extend(node.src)
+        if node.view_of is not None:
+            stack.append(node.view_of[0])
+        if node.custom_vjp is not None:
+            stack.extend(node.custom_vjp[0])
 
 
 class Array:
@@ -202,6 +250,8 @@ class Array:
         """The value as a NumPy array (computed on first request, then kept; a buffer leaf is its value)."""
         node = self._node   # read once: another thread computing this Array may release it meanwhile
         if self._value is None:
+            if staging.depth:
+                readable((node,))
             if node.op is BUFFER:
                 self._value = np.asarray(node.buffer)
             else:
@@ -384,6 +434,7 @@ class Array:
             node = graph.apply("astype", node, params=(target.dtype.name,))
         if node.shape != target.shape:
             node = graph.view(node, (("broadcast_to", target.shape),))
+        readable((node,))
         _realize().evaluate((node,), out=[target])
         return target
 
@@ -582,14 +633,6 @@ def standard_astype(x, dtype, /, *, copy: bool = True, device=None) -> Array:
     if copy and x.dtype == dtypes.as_dtype(dtype):   # a kernel writes the copy
         return Array(graph.apply("astype", x._graph_node(), params=(x.dtype.name,)))
     return astype(x, dtype)
-
-
-def held(array: Array, value: np.ndarray) -> Array:
-    """``value``, the computed value of ``array``, as a leaf through which gradients still reach ``array``'s
-    graph (a view of it with no steps): what a backward rule reads instead of computing ``array`` again."""
-    leaf = graph.buffer(value)
-    leaf.annotate("view_of", (array._graph_node(), ()))
-    return Array(leaf)
 
 
 def computed(value: np.ndarray, inputs, backward, name: str) -> Array:

@@ -3,16 +3,14 @@
 Not called ``linalg``: a package attribute of that name would announce the standard's optional linalg
 extension (inv, det, ...), which exprgen does not have; array-agnostic code tests ``hasattr(xp, "linalg")``.
 
-``matmul`` is eager: at the call, exprgen evaluates both operands (their producers fused, in one pass),
-NumPy's matmul multiplies them (BLAS for floats; integer and bool products too, with NumPy's dtype and
-shape rules: a 1-D operand is promoted to a matrix and the added axis removed again, batch axes
-broadcast), and the product is a new leaf, so elementwise consumers fuse with it. A deferred matmul would
-be better (no product computed that is never read, and producers evaluated in the consumer's pass) but
-needs a graph op that the scheduler cuts at and that realize runs as a library call rather than a generated
-kernel; until that exists the eager call keeps the graph machinery unchanged.
+``matmul`` is a graph node like any other (ops/linalg.toml, a "library" op): nothing runs at the call.
+When a value is needed the scheduler gives the product a step of its own, a call of NumPy's matmul (BLAS
+for floats; integer and bool products too, with NumPy's dtype rules), its operands materialised first
+(their producers fused into one pass) and its consumers (a bias and an activation) fused into one pass over
+its result. A 1-D operand is promoted to a matrix and the added axis removed again; batch axes broadcast.
 
-Gradients of ``matmul`` are matmuls (``g @ x2.mT`` and ``x1.mT @ g``, summed over broadcast batch axes),
-so gradients of gradients work. ``tensordot`` is a transpose and a reshape of each operand around one
+Gradients of ``matmul`` are matmuls (its backward formulas in ops/), summed over broadcast batch axes, so
+gradients of gradients work, and only the gradients asked for are formed: nothing for captured data. ``tensordot`` is a transpose and a reshape of each operand around one
 ``matmul``. ``vecdot`` is lazy: ``sum(x1 * x2, axis)``, one fused kernel, no BLAS. ``matrix_transpose`` is
 a view.
 """
@@ -24,10 +22,9 @@ import math
 import numpy as np
 
 from ..ir import graph
-from .array import Array, asarray, computed, held
-from .functions import permute_dims, reshape, sum, sum_to, swapaxes
+from .array import Array, apply, asarray
+from .functions import permute_dims, reshape, sum, swapaxes
 from .manipulation import axes_in_order
-from .materialising import values
 
 
 def matrix_transpose(x, /) -> Array:
@@ -38,31 +35,8 @@ def matrix_transpose(x, /) -> Array:
     return swapaxes(x, -1, -2)
 
 
-def _for_blas(value: np.ndarray) -> np.ndarray:
-    """``value``, copied when it repeats elements along a dim (a broadcast cotangent, say): NumPy's matmul
-    takes no BLAS path for a zero stride, and its own loop was 35x slower ((32, 100000) @ a broadcast
-    (100000, 1): 10.6 ms against 0.3 ms)."""
-    repeats = any(stride == 0 and size > 1 for stride, size in zip(value.strides, value.shape))
-    return np.ascontiguousarray(value) if repeats else value
-
-
-def _matmul(a: Array, b: Array) -> Array:
-    """The product of two stacks of matrices (NumPy's, computed now) with its gradient rule. The backward
-    reads the operands' values computed here (``held``: not their expressions again, which would recompute
-    them, through a transposed view at that), and gradients still reach their graphs."""
-    a_value, b_value = map(_for_blas, values(a, b))
-    result = np.matmul(a_value, b_value)
-    a_held, b_held = held(a, a_value), held(b, b_value)
-
-    def backward(g, wanted):   # each a matrix product of its own: only those asked for are computed
-        return [sum_to(matmul(g, matrix_transpose(b_held)), a.shape) if wanted[0] else None,
-                sum_to(matmul(matrix_transpose(a_held), g), b.shape) if wanted[1] else None]
-
-    return computed(result, [a, b], backward, "matmul")
-
-
 def matmul(x1, x2, /) -> Array:
-    """The matrix product, as NumPy's ``matmul`` (see the module docstring: computed at the call)."""
+    """The matrix product, as NumPy's ``matmul``: a graph node (see the module docstring)."""
     x1, x2 = asarray(x1), asarray(x2)
     if x1.ndim == 0 or x2.ndim == 0:
         raise ValueError("matmul does not take zero-dimensional arrays; use multiply")
@@ -72,15 +46,14 @@ def matmul(x1, x2, /) -> Array:
         raise ValueError(f"matmul: shapes {x1.shape} and {x2.shape} do not match in the contracted axis "
                          f"({a.shape[-1]} != {b.shape[-2]})")
     batch = graph.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    product = _matmul(a, b)
+    product = apply("matmul", a, b)
     shape = batch + x1.shape[-2:-1] * (x1.ndim > 1) + x2.shape[-1:] * (x2.ndim > 1)
     return product if product.shape == shape else reshape(product, shape)
 
 
 def tensordot(x1, x2, /, *, axes=2) -> Array:
     """Sum of products over ``axes``: the last ``axes`` axes of ``x1`` with the first of ``x2`` (an int),
-    or the axes listed in a pair of sequences. The result's axes: ``x1``'s free axes, then ``x2``'s.
-    Computed at the call, as ``matmul``."""
+    or the axes listed in a pair of sequences. The result's axes: ``x1``'s free axes, then ``x2``'s."""
     x1, x2 = asarray(x1), asarray(x2)
     if isinstance(axes, (int, np.integer)):
         if not 0 <= axes <= min(x1.ndim, x2.ndim):

@@ -19,7 +19,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..ir import dtypes, graph
-from .array import Array, asarray, computed
+from .array import Array, asarray, computed, readable
 from .functions import flip
 from ..runtime.realize import evaluate
 
@@ -33,6 +33,8 @@ def values(*arrays) -> list[np.ndarray]:
     the Arrays: an Array that holds its value is a leaf from then on, which would cut the gradient's path."""
     arrays = [asarray(a) for a in arrays]
     pending = [a for a in arrays if a._value is None]
+    readable([a._graph_node() for a in pending], "a function computed at the call (sort, unique, concat, "
+             "indexing with an array...)")
     found = dict(zip(map(id, pending), evaluate(tuple(a._graph_node() for a in pending)) if pending else ()))
     return [found[id(a)] if id(a) in found else a.numpy() for a in arrays]
 

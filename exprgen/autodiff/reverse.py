@@ -42,8 +42,14 @@ def _kept(reduction):
     return lambda a, axis: reduction(a, axis=axis, keepdims=True)
 
 
+def _matrix_transpose(a: Array) -> Array:
+    """The last two axes swapped, read from ``a``'s buffer (graph.buffer_view): a library op's operand."""
+    order = (*range(a.ndim - 2), a.ndim - 1, a.ndim - 2)
+    return Array(graph.buffer_view(a._graph_node(), (("transpose", order),)))
+
+
 _CALLS = {"broadcast_to": functions.broadcast_to, "sum": _kept(functions.sum), "prod": _kept(functions.prod),
-          "sum_to": sum_to}
+          "sum_to": sum_to, "matrix_transpose": _matrix_transpose}
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.Pow: operator.pow, ast.BitAnd: operator.and_, ast.BitOr: operator.or_}
 _COMPARE = {ast.Gt: "greater", ast.GtE: "greater_equal", ast.Lt: "less", ast.LtE: "less_equal",

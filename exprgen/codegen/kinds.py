@@ -5,6 +5,10 @@ dispatch through ``KINDS`` and nothing else asks what a kernel is. Every kind to
 convention, the entry ``(total, ndim, shape, arrays, strides, scalars, threads)`` of the templates, with
 ``shape``, ``strides`` and ``total`` as its geometry gives them (geometry.Launch). A new kind is one entry
 here plus its templates.
+
+The one kind without templates is "library": a call of a library op's function (ops/linalg.toml, matmul
+is NumPy's and so BLAS), which the runtime makes itself, for every target that has the library (the
+host's today; cuBLAS would be CUDA's). Nothing is rendered or compiled for it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ class Kind:
     render: Callable[..., tuple[str, str]]          # (kernel, inner strides, target, scratch, template)
     # A target without a template of this kind renders the kernel as this kind (geometry and all) instead.
     fallback: str | None = None
+    # The targets whose runtime makes this kind's call itself (a library kind: no template, no render).
+    calls: frozenset[str] = frozenset()
 
 
 KINDS = {
@@ -32,18 +38,29 @@ KINDS = {
     # The rows machinery with another loop (templates/cpu/columns.cpp.j2 extends rows.cpp.j2); CUDA's rows
     # template reduces these kernels as it does any other.
     "columns": Kind({"cpu": "cpu/columns.cpp.j2"}, columns_launch, render_rows, fallback="rows"),
+    "library": Kind({}, map_launch, None, calls=frozenset({"cpu"})),
 }
 
 # Compiled at import, so that a fresh process's first result does not wait for Jinja (a CPU-only process
 # never compiles the CUDA ones).
 for _kind in KINDS.values():
-    template(_kind.templates["cpu"])
+    if "cpu" in _kind.templates:
+        template(_kind.templates["cpu"])
 
 
 def kind_for(kernel: Kernel, target: str) -> Kind:
     """The kind ``kernel`` is rendered and launched as for ``target``."""
     kind = KINDS[kernel.kind]
-    return kind if target in kind.templates else KINDS[kind.fallback]
+    if target in kind.templates or target in kind.calls:
+        return kind
+    if kind.fallback is None:
+        raise NotImplementedError(f"{kernel.kind} kernels do not run on {target} yet")
+    return KINDS[kind.fallback]
+
+
+def is_call(kernel: Kernel, target: str = "cpu") -> bool:
+    """Is ``kernel`` a library call the runtime makes on ``target``, rather than a rendered kernel?"""
+    return target in kind_for(kernel, target).calls
 
 
 def launch_geometry(kernel: Kernel, layouts: list[tuple[tuple, tuple]], target: str = "cpu") -> Launch:
@@ -61,4 +78,6 @@ def render(kernel: Kernel, inner_strides: list[int], target: str = "cpu",
     if target not in TARGET_VARIABLES:
         raise ValueError(f"unknown render target {target!r}: one of {', '.join(TARGET_VARIABLES)}")
     kind = kind_for(kernel, target)
+    if target in kind.calls:
+        raise ValueError(f"a {kernel.kind} kernel is a library call on {target}: nothing is rendered for it")
     return kind.render(kernel, inner_strides, target, scratch, template(kind.templates[target]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 NO_GRADIENT = "zeros_like"
 
 # Functions a formula may call besides the ops, each built by autodiff.reverse.
-CALLS = frozenset({"sum_to", "broadcast_to", NO_GRADIENT})
+CALLS = frozenset({"sum_to", "broadcast_to", "matrix_transpose", NO_GRADIENT})
 
 # Names bound in every formula, besides the op's inputs and parameters.
 BOUND = frozenset({"g", "out"})

@@ -39,6 +39,12 @@ def reductions() -> frozenset[str]:
     """The reduction ops (kind "reduce"); user ops are never reductions, so the set never changes."""
     return frozenset(op.name for op in opdefs.canonical_ops(builtin_only=True) if op.is_reduction)
 
+
+@functools.cache
+def library_ops() -> frozenset[str]:
+    """The ops a library call computes (kind "library"), each its own step with its result in a buffer."""
+    return frozenset(op.name for op in opdefs.canonical_ops(builtin_only=True) if op.is_library)
+
 _buffer_ids = itertools.count()
 _table: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
@@ -196,6 +202,13 @@ def scalar(value) -> Node:
     return _make(SCALAR, (), value, dtypes.WEAK_DEFAULT[kind], (), (kind, repr(value)))
 
 
+def argument_scalar(value) -> Node:
+    """A weakly typed Python scalar standing for a jitted function's argument: a leaf of its own, never the
+    node of an equal constant (replaying with another value must not change the constant)."""
+    node = scalar(value)
+    return _make(SCALAR, (), value, node.dtype, (), ("argument", next(_buffer_ids)))
+
+
 def index(shape: tuple[int, ...], strides: tuple[int, ...] | None = None, offset: int = 0) -> Node:
     """An index leaf (see INDEX): C-contiguous by default, so its values are 0, 1, 2, ... in C order.
     Its ``address`` is its offset: kernels receive an index leaf's offset where a buffer's data pointer goes."""
@@ -216,6 +229,15 @@ def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
             raise ValueError(f"cannot broadcast shapes {shown}")
         result.append(sizes.pop() if sizes else 1)
     return tuple(result)
+
+
+def contracted_shape(name: str, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of (..., M, K) contracted with (..., K, N): the batch axes broadcast, then (M, N)."""
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"{name} takes stacks of matrices (two dimensions at least), got shapes {a} and {b}")
+    if a[-1] != b[-2]:
+        raise ValueError(f"{name}: shapes {a} and {b} do not match in the contracted axis ({a[-1]} != {b[-2]})")
+    return broadcast_shapes(a[:-2], b[:-2]) + (a[-2], b[-1])
 
 
 def _fit_scalars(op: opdefs.OpDef, src: tuple[Node, ...], compute: tuple[np.dtype, ...]) -> tuple[Node, ...]:
@@ -249,7 +271,9 @@ def _type_and_shape(name: str, src: tuple[Node, ...], params: tuple):
         if len(src) != op.arity:
             raise TypeError(f"{op.name} takes {op.arity} array arguments, got {len(src)}")
         signature = tuple(node.signature_item() for node in src)
-        known = (op, op.result_dtype(signature, params), broadcast_shapes(*(node.shape for node in src)),
+        shapes = [node.shape for node in src]
+        known = (op, op.result_dtype(signature, params),
+                 contracted_shape(op.name, *shapes) if op.shape == "contract" else broadcast_shapes(*shapes),
                  op.compute_dtypes(signature, params), any(node.op is SCALAR for node in src))
         if len(_typed) > 65536:
             _typed.clear()
@@ -263,6 +287,10 @@ def apply(name: str, *src: Node, params: tuple = ()) -> Node:
     if existing is not None:   # made before from these very nodes: typed, checked and fitted then
         return existing
     op, dtype, shape, compute, scalars = _type_and_shape(name, src, params)
+    if op.is_library and any(s.op is INDEX for s in src):
+        # A library reads memory: an index leaf (arange, eye) has none, so it is computed into a buffer.
+        return apply(name, *(apply("astype", s, params=(s.dtype.name,)) if s.op is INDEX else s for s in src),
+                     params=params)
     if scalars:
         fitted = _fit_scalars(op, src, compute)
         if fitted != src:
@@ -326,12 +354,26 @@ def _view(src: Node, steps: tuple, shape: tuple, memo: dict) -> Node:
 
 
 def _pushed_through(node: Node) -> bool:
-    """Is a view of ``node`` made by viewing its inputs? Not of a reduction's result, which is read from its
-    buffer through the view's strides, nor of a node with a backward rule of its own (custom_vjp), which
+    """Is a view of ``node`` made by viewing its inputs? Not of a reduction's or a library call's result,
+    which is read from its buffer through the view's strides, nor of a node with a backward rule of its own (custom_vjp), which
     its gradient must reach through the view (at the cost of a kernel boundary: the custom function's output
     is materialised, then viewed)."""
-    return (node.op not in LEAVES and node.op is not VIEW and node.op not in reductions() and not _reduces(node)
-            and node.custom_vjp is None)
+    return (node.op not in LEAVES and node.op is not VIEW and node.op not in reductions()
+            and node.op not in library_ops() and not _reduces(node) and node.custom_vjp is None)
+
+
+def buffer_view(src: Node, steps: tuple) -> Node:
+    """``src`` seen through ``steps`` as a view of its own buffer: an elementwise ``src`` is computed into
+    memory and read through the view, where ``view`` would push the steps to its inputs. For an operand a
+    library call reads from memory anyway: a gradient's ``matrix_transpose(x) @ g`` reads the buffer
+    the forward ``x @ w`` read, transposed (BLAS takes the flag), instead of a second pass computing x
+    again in transposed order. Any other ``src`` gets ``view``'s view."""
+    if not _pushed_through(src):
+        return view(src, steps)
+    shape = views.shape_after(src.shape, src.dtype, steps)
+    if views.layout_after(src.shape, steps) is None:
+        return view(src, steps)   # no strides express it: view() copies
+    return _make(VIEW, (src,), tuple(steps), src.dtype, shape, tuple(steps))
 
 
 def _view_parts(node: Node, steps: tuple) -> list[tuple[Node, tuple]]:
@@ -434,8 +476,8 @@ def rebuild(node: Node, src: tuple[Node, ...]) -> Node:
     """``node``'s op over new sources (same kind of node: elementwise, reduction or view)."""
     if src == node.src:
         return node
-    if node.op is VIEW:
-        return view(src[0], node.arg)
+    if node.op is VIEW:   # a VIEW over an elementwise node is a buffer_view: view() would push it through
+        return (buffer_view if _pushed_through(node.src[0]) else view)(src[0], node.arg)
     if node.op in reductions():
         return reduce(node.op, src[0], node.arg[0])
     return apply(node.op, *src, params=node.arg)

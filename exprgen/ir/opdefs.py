@@ -29,8 +29,13 @@ from . import dtypes, formulas
 from .numpy_helpers import HELPERS
 from ..resources import data_dir
 
-ARITY = {"unary": 1, "binary": 2, "ternary": 3, "reduce": 1}
-DEFAULT_INPUTS = {"unary": ("x",), "binary": ("x", "y"), "reduce": ("x",)}
+# A "library" op is computed by a call into a well-kept library (its ``call``: matmul is NumPy's, which
+# runs the BLAS NumPy links) rather than by a generated loop; its ``shape`` rule says its result's shape.
+ARITY = {"unary": 1, "binary": 2, "ternary": 3, "reduce": 1, "library": 2}
+DEFAULT_INPUTS = {"unary": ("x",), "binary": ("x", "y"), "reduce": ("x",), "library": ("x", "y")}
+# How a result's shape follows from its inputs': broadcasting, or (..., M, K) with (..., K, N) giving
+# (..., M, N), the batch axes broadcast (graph.py applies them).
+SHAPE_RULES = ("broadcast", "contract")
 CASTS = ("result", "common", "bool", "own")
 
 # The C++ functions an op expression may call: everything prelude.h defines in namespace eg.
@@ -149,6 +154,9 @@ class OpDef:
     accumulator: dict = field(default_factory=dict, compare=False)
     empty: str = "identity"
     index: bool = False
+    # Library ops only (kind "library"): the function computing it, called as call(*inputs, out=result).
+    call: object = field(default=None, compare=False, repr=False)
+    shape: str = "broadcast"
 
     def expression(self, target: str) -> str:
         """The C++ expression for kernels of ``target`` ("cpu" or "cuda")."""
@@ -160,6 +168,10 @@ class OpDef:
 
     def accumulator_dtype(self, result: np.dtype) -> np.dtype:
         return np.dtype(self.accumulator.get(np.dtype(result).name, result))
+
+    @property
+    def is_library(self) -> bool:
+        return self.kind == "library"
 
     @property
     def arity(self) -> int:
@@ -260,8 +272,14 @@ def _load_entry(name: str, raw: dict, source: str) -> OpDef:
         params = ("axis",)
         if raw.get("empty", "identity") not in ("identity", "error"):
             raise ValueError(f"{where}: empty must be 'identity' or 'error'")
+    elif kind == "library":
+        if "call" not in raw or "c" in raw:
+            raise ValueError(f"{where}: a library op names its library function (call), and has no C expression")
     else:
         check_c_expression(raw["c"], set(inputs), where)
+    shape = raw.get("shape", "contract" if kind == "library" else "broadcast")
+    if shape not in SHAPE_RULES or (shape == "contract") != (kind == "library"):
+        raise ValueError(f"{where}: shape must be one of {SHAPE_RULES}, 'contract' for library ops only")
     if "cuda" in raw:
         if reduction or not isinstance(raw["cuda"], str):
             raise ValueError(f"{where}: cuda must be a C expression string, and only elementwise ops have one")
@@ -273,6 +291,13 @@ def _load_entry(name: str, raw: dict, source: str) -> OpDef:
         raise ValueError(f"{where}: numpy reference uses unknown names {sorted(unknown)}")
     # ops/ is package data, written by us: compiling its reference expressions is as safe as importing.
     reference = eval(compile(f"lambda {', '.join(inputs + params)}: {numpy_src}", where, "eval"), namespace)
+    call = None
+    if "call" in raw:
+        if kind != "library":
+            raise ValueError(f"{where}: only library ops have a call")
+        if set(formula_names(raw["call"])) - set(namespace):
+            raise ValueError(f"{where}: call names an unknown function {raw['call']!r}")
+        call = eval(compile(raw["call"], where, "eval"), namespace)
     vjp = raw.get("vjp")
     if vjp is not None:
         vjp = (vjp,) if isinstance(vjp, str) else tuple(vjp)
@@ -288,7 +313,8 @@ def _load_entry(name: str, raw: dict, source: str) -> OpDef:
                  signed_zero=raw.get("signed_zero", True), widen=raw.get("widen", True),
                  aliases=tuple(raw.get("aliases", ())), props=frozenset(raw.get("props", ())), init=raw.get("init", ""),
                  combine=raw.get("combine", ""), accumulator=dict(raw.get("accumulator", {})),
-                 empty=raw.get("empty", "identity"), index=bool(raw.get("index", False)), cuda=raw.get("cuda", ""))
+                 empty=raw.get("empty", "identity"), index=bool(raw.get("index", False)), cuda=raw.get("cuda", ""),
+                 call=call, shape=shape)
 
 
 def _check_vjp_names(registry: dict[str, OpDef]) -> None:

@@ -38,7 +38,7 @@ from ..errors import CompilerMissing
 from ..ir.graph import BUFFER, INDEX, SCALAR, VIEW, Node
 from ..rewrite.pattern import Rewriter
 from ..codegen.geometry import layout
-from ..codegen.kinds import launch_geometry, render
+from ..codegen.kinds import is_call, launch_geometry, render
 from ..rewrite import rules
 from ..schedule.fusion import Kernel, schedule
 
@@ -71,6 +71,39 @@ class Step:
 
 
 @dataclass
+class Call:
+    """One library call (a "library" kernel: matmul is NumPy's, so BLAS): the op's function over its
+    operands' values, written into the result's buffer. An operand that is a view of another step's output
+    is that buffer seen through the view's steps (BLAS reads a transposed one by a flag, without a copy)."""
+
+    function: object
+    operands: tuple[tuple[int, tuple | None], ...]   # per operand: (register, view steps or None)
+    arrays: tuple[int, ...]                          # registers: operands (views: their sources), then output
+    inputs: int
+    total: int
+    reasons: list[str]
+    summary: str
+    key: str = "library call"
+    tier: str = "no kernel"
+    source_path: str = ""
+    source: str = ""
+    parallel: bool = False   # BLAS sizes its own threads (limited by ex.threads through threadpoolctl)
+
+    def __call__(self, registers: list) -> None:
+        values = [_for_library(registers[r] if steps is None else views.apply(registers[r], steps))
+                  for r, steps in self.operands]
+        self.function(*values, out=registers[self.arrays[-1]])
+
+
+def _for_library(value: np.ndarray) -> np.ndarray:
+    """``value``, copied when it repeats elements along a dim (a broadcast cotangent, say): NumPy's matmul
+    takes no BLAS path for a zero stride, and its own loop was 35x slower ((32, 100000) @ a broadcast
+    (100000, 1): 10.6 ms against 0.3 ms)."""
+    repeats = any(stride == 0 and size > 1 for stride, size in zip(value.strides, value.shape))
+    return np.ascontiguousarray(value) if repeats else value
+
+
+@dataclass
 class Plan:
     n_leaves: int
     constants: list                                   # registers fixed by rewrites (folded values)
@@ -84,6 +117,8 @@ class Plan:
     copies: bool = False                               # does any result need copying out of an input
     derived: list = field(default_factory=list)        # (source register, byte offset) of views read
     varying: list = field(default_factory=list)        # per step: (slot, register) of pointers made per call
+    kernels: int = 0                                   # steps that launch a kernel
+    calls: int = 0                                     # steps that call a library (Call)
 
 
 _plans: dict[tuple, list[Plan]] = {}
@@ -178,7 +213,8 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
                 layouts[id(node)] = (shape, strides)
                 registers[id(node)] = base + len(allocations) + len(derived)
                 derived.append((registers[id(source)], offset * node.dtype.itemsize))
-    steps = [_make_step(kernel, registers, layouts, owned) for kernel in kernels]
+    steps = [_make_call(kernel, registers) if is_call(kernel) else _make_step(kernel, registers, layouts, owned)
+             for kernel in kernels]
     results = []
     for original, root in zip(roots, rewritten):
         if root.op is VIEW:   # a NumPy view of the buffer its source was computed into
@@ -189,10 +225,12 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
     sensitive = tuple(sorted(slot_of[id(n)] for n in reads if id(n) in slot_of))
     steps = [step for step in steps if step.total]  # an empty output needs no launch
     fixed = len(leaves) + len(constants)   # leaves and constants: the same pointers every call
-    varying = [tuple((slot, r) for slot, r in enumerate(step.arrays) if r >= fixed) for step in steps]
+    varying = [None if type(step) is Call else tuple((slot, r) for slot, r in enumerate(step.arrays) if r >= fixed)
+               for step in steps]
     return Plan(n_leaves=len(leaves), constants=constants, allocations=allocations, steps=steps,
-                results=results, sensitive=sensitive, values=tuple(_value_key(leaves[s].arg) for s in sensitive),
-                derived=derived, varying=varying,
+                results=results, sensitive=sensitive, values=tuple(value_key(leaves[s].arg) for s in sensitive),
+                derived=derived, varying=varying, calls=sum(type(step) is Call for step in steps),
+                kernels=sum(type(step) is not Call for step in steps),
                 constant_pointers=[_pointer(c, own=False) if isinstance(c, np.ndarray) else None for c in constants],
                 parallel=any(step.parallel for step in steps), copies=any(copy is not False for _, copy in results))
 
@@ -212,7 +250,7 @@ def _sinks_last(kernels: list[Kernel]) -> list[Kernel]:
     return [k for k, f in zip(kernels, feeds) if f] + [k for k, f in zip(kernels, feeds) if not f]
 
 
-def _value_key(value) -> tuple:
+def value_key(value) -> tuple:
     return (type(value), repr(value))
 
 
@@ -234,7 +272,23 @@ def _make_step(kernel: Kernel, registers: dict, layouts: dict, owned: set[int]) 
                 source_path=entry.path[:-len(COMPILER.binary_suffix)] + COMPILER.source_suffix, source=source)
 
 
-def _options(out) -> tuple:
+def _make_call(kernel: Kernel, registers: dict) -> Call:
+    (node,) = kernel.body
+    operands = []
+    for source in node.src:
+        if source.op is VIEW:   # read through the view from the buffer of the node it views
+            operands.append((registers[id(source.src[0])], source.arg))
+        else:
+            operands.append((registers[id(source)], None))
+    op = opdefs.get(node.op)
+    shown = ", ".join(f"{s.dtype.name}{list(s.shape)}" for s in node.src)
+    return Call(function=op.call, operands=tuple(operands),
+                arrays=tuple(r for r, _ in operands) + (registers[id(node)],), inputs=len(operands),
+                total=node.size, reasons=list(kernel.reasons), summary=f"{node.op}({shown})",
+                source=f"out = {opdefs.get(node.op).numpy_src}  (called with out=, writing the result's buffer)")
+
+
+def evaluation_options(out=None) -> tuple:
     """What besides the graph decides how it is evaluated (read on every evaluation, so kept cheap): the
     first three key the plan cache; the backend and a compiler found missing decide whether a plan runs."""
     fast_math, backend = settings.evaluation_options()
@@ -245,7 +299,7 @@ def _find_plan(roots: tuple[Node, ...], out, options: tuple) -> _Launch:
     structure, leaves = graph.structure_key(roots)
     key = (structure, options[:3])
     for plan in _plans.get(key, ()):
-        if all(_value_key(leaves[s].arg) == v for s, v in zip(plan.sensitive, plan.values)):
+        if all(value_key(leaves[s].arg) == v for s, v in zip(plan.sensitive, plan.values)):
             counters.count("plan_hit")
             break
     else:
@@ -291,7 +345,8 @@ class _Launch:
         # change between calls, and spare pointer arrays. An array is taken off the spare list for the length
         # of a call (pop and append are atomic): a kernel runs without the GIL, so an array two threads shared
         # could change under a running one.
-        self.steps = [(step.function, step.total, step.ndim, step.shape, step.strides, self._scalars(step),
+        self.steps = [step if type(step) is Call else
+                      (step.function, step.total, step.ndim, step.shape, step.strides, self._scalars(step),
                        step.parallel, step.arrays, varying, [])
                       for step, varying in zip(plan.steps, plan.varying)]
         self.results = [register for register, _ in plan.results]
@@ -303,8 +358,12 @@ class _Launch:
 
 
 def _run(launch: _Launch, out) -> list[np.ndarray]:
+    return _execute(launch, out, launch.registers.copy(), launch.pointers.copy(), launch.steps)
+
+
+def _execute(launch: _Launch, out, registers: list, pointers: list, launch_steps: list) -> list[np.ndarray]:
+    """Run ``launch``'s steps over these leaf registers and pointers (copies: outputs are appended)."""
     plan = launch.plan
-    registers, pointers = launch.registers.copy(), launch.pointers.copy()
     for _, shape, dtype, root_index, pooled in plan.allocations:
         if root_index is not None and out is not None:
             buf = out[root_index]
@@ -317,7 +376,11 @@ def _run(launch: _Launch, out) -> list[np.ndarray]:
         pointers.append(_offset(pointers[source], offset))
         registers.append(None)
     threads = settings.get_num_threads() if plan.parallel else 1
-    for function, total, ndim, shape, strides, scalars, parallel, used, varying, spare in launch.steps:
+    for step in launch_steps:
+        if type(step) is Call:
+            step(registers)
+            continue
+        function, total, ndim, shape, strides, scalars, parallel, used, varying, spare = step
         try:
             arrays = spare.pop()
         except IndexError:
@@ -327,7 +390,9 @@ def _run(launch: _Launch, out) -> list[np.ndarray]:
                 arrays[slot] = pointers[register]
         _launch(function, total, ndim, shape, arrays, strides, scalars, threads if parallel else 1)
         spare.append(arrays)
-    counters.count("kernels_launched", len(plan.steps))
+    counters.count("kernels_launched", plan.kernels)
+    if plan.calls:
+        counters.count("library_calls", plan.calls)
     if out is None and not plan.copies:
         return list(map(registers.__getitem__, launch.results))
     results = []
@@ -343,6 +408,72 @@ def _run(launch: _Launch, out) -> list[np.ndarray]:
             value = np.array(value, copy=True)
         results.append(value if type(value) is np.ndarray else np.asarray(value))
     return results
+
+
+def bind(roots: tuple[Node, ...]) -> _Launch | None:
+    """The plan for ``roots`` bound to their leaves, built if needed, for a caller that runs it again with
+    other leaf values (``ex.jit``); None where NumPy evaluates graphs (an interpreter backend, or no
+    compiler found). Raises CompilerMissing where ``evaluate`` would fall back with a warning."""
+    current = evaluation_options()
+    if current[3] in _INTERPRETERS or current[4]:
+        return None
+    return _find_plan(roots, None, current)
+
+
+class _Rebound(_Launch):
+    """A bound plan whose argument slots are filled anew on every run (``ex.jit``): their registers are
+    emptied (the trace's inputs are not kept alive), their pointers vary per call, and a step reading a
+    scalar argument packs its scalars per call."""
+
+    __slots__ = ("arguments", "scalar_steps")
+
+
+def unbind(launch: _Launch, arrays: list[int], scalars: list[int]) -> _Rebound:
+    """``launch`` with these leaf slots (arrays, then Python scalars) left to each run (``run_bound``)."""
+    rebound = object.__new__(_Rebound)
+    rebound.plan, rebound.leaves = launch.plan, ()
+    arguments = set(arrays)
+    rebound.registers = [None if slot in arguments or slot in scalars else r for slot, r in enumerate(launch.registers)]
+    rebound.pointers = [None if slot in arguments else p for slot, p in enumerate(launch.pointers)]
+    rebound.results = launch.results
+    rebound.steps, rebound.scalar_steps = [], []
+    for k, (step, entry) in enumerate(zip(launch.plan.steps, launch.steps)):
+        if type(step) is Call:
+            rebound.steps.append(step)
+            continue
+        extra = tuple((slot, r) for slot, r in enumerate(step.arrays) if r in arguments)
+        rebound.steps.append(entry[:8] + (entry[8] + extra, []))
+        if any(r in scalars for r in step.scalars):
+            rebound.scalar_steps.append(k)
+    # A contiguous argument's pointer is cffi's view of its buffer (fast); any other's, its address.
+    rebound.arguments = {slot: _own_pointer if launch.registers[slot].flags.c_contiguous else _strided_pointer
+                         for slot in arrays}
+    return rebound
+
+
+def _strided_pointer(array: np.ndarray):
+    return _pointer(array, own=False)
+
+
+def run_bound(launch: _Launch, arrays: list, scalars: list) -> list[np.ndarray]:
+    """Run ``launch`` (an ``unbind`` one, or a fresh ``bind`` one with nothing to fill) with (slot, value)
+    pairs filling its argument slots: NumPy arrays of the traced layouts, and Python scalars."""
+    registers, pointers = launch.registers.copy(), launch.pointers.copy()
+    for slot, value in arrays:
+        registers[slot] = value
+        pointers[slot] = launch.arguments[slot](value)
+    steps = launch.steps
+    if scalars:
+        for slot, value in scalars:
+            registers[slot] = value
+        if launch.scalar_steps:
+            steps = steps.copy()
+            for k in launch.scalar_steps:
+                step = launch.plan.steps[k]
+                packed = _runner.scalars(struct.pack(step.scalar_format, *[registers[r] for r in step.scalars]))
+                steps[k] = steps[k][:5] + (packed,) + steps[k][6:]
+    counters.count("plan_hit")
+    return _execute(launch, None, registers, pointers, steps)
 
 
 _fallback_warned = []
@@ -442,7 +573,7 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
     """The values of ``roots`` (written into ``out`` buffers when given)."""
     if out is not None:
         out = _check_out(roots, out)
-    options = _options(out)
+    options = evaluation_options(out)
     # A hash-consed root fixes its whole graph, scalar values included, so the way found to evaluate it once
     # (NumPy, or a plan bound to its leaves) is its way for good under the same options: remembered on the
     # node, a repeated evaluation skips deciding, and even hashing the structure.
@@ -506,7 +637,7 @@ def _keep_warm(root: Node, leaves: list[Node]) -> None:
 
 def plan_for(roots: tuple[Node, ...]) -> Plan:
     """The compiled plan for ``roots`` (built if needed): what ``explain`` shows."""
-    return _find_plan(roots, None, _options(None)).plan
+    return _find_plan(roots, None, evaluation_options()).plan
 
 
 def clear_plans() -> None:

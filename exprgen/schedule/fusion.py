@@ -1,6 +1,6 @@
 """Cut the rewritten graph into kernels and decide what materialises.
 
-Three kinds of kernel:
+Four kinds of kernel:
 - a **map** kernel loops once over one shape and writes its outputs; every elementwise node it needs is
   computed inline, so a connected elementwise region reads its inputs once and writes only its outputs;
 - a **rows** kernel reduces axes ``A`` of a shape ``F``: for each row (the kept index) it runs its
@@ -12,7 +12,10 @@ Three kinds of kernel:
   gradient, ``g.sum(axis=0)``): neighbouring rows are neighbouring in memory, so it reduces many rows at
   once, a vector of them per load, where a rows kernel would walk each row one strided element at a time
   (layer norm's dg and dbeta over 4096x1024 float32: 33 ms as a rows kernel). One pass only, no full-shape
-  outputs and no arg-reductions (``_as_columns``); any other rows kernel stays one.
+  outputs and no arg-reductions (``_as_columns``); any other rows kernel stays one;
+- a **library** kernel is one call of a library op (matmul: NumPy's, so BLAS). Its operands are anchors,
+  computed into memory by the kernels before it (their producers fused there), and its result is one
+  that the kernels after it read (a bias and an activation: one epilogue pass over the product).
 
 Anchors are the nodes a kernel is built around: requested outputs, reductions, and the sources of views
 over reductions. Anchors are taken in dependency order and grouped greedily: reductions by (F, A), an
@@ -27,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir import opdefs
-from ..ir.graph import LEAVES, SCALAR, VIEW, Node, reductions, toposort
+from ..ir.graph import LEAVES, SCALAR, VIEW, Node, library_ops, reductions, toposort
 
 
 MAX_OUTPUTS = 16   # per kernel: past this, compiling one wide kernel costs more than a second pass saves
@@ -56,7 +59,7 @@ class Kernel:
 
     @property
     def kind(self) -> str:
-        """"map", "rows" or "columns": what codegen/kinds.py's table is keyed by."""
+        """"map", "rows", "columns" or "library": what codegen/kinds.py's table is keyed by."""
         return self.key[0]
 
     @property
@@ -87,6 +90,9 @@ def schedule(roots: tuple[Node, ...]) -> list[Kernel]:
     reduce_ops = reductions()
     anchors = {id(n) for n in targets} | {id(n) for n in order if n.op in reduce_ops}
     anchors |= {id(n.src[0]) for n in order if n.op is VIEW}
+    # A library call reads its operands from memory and writes its result to memory (library_ops).
+    calls = [n for n in order if n.op in library_ops()]
+    anchors |= {id(n) for n in calls} | {id(s) for n in calls for s in n.src if s.op not in LEAVES and s.op is not VIEW}
     run = _runs(order)
     crossing = {id(s) for n in order if id(n) in run for s in n.src if run.get(id(s), run[id(n)]) != run[id(n)]}
     anchors |= crossing
@@ -216,6 +222,8 @@ def _anchor_deps(node: Node, anchors: set[int]) -> list[tuple[Node, bool]]:
 
 
 def _group_key(node: Node, deps: list[Node], reduce_ops) -> tuple:
+    if node.op in library_ops():   # a call of its own: two products are never one step
+        return ("library", node.shape, (), id(node))
     if node.op in reduce_ops:
         return ("rows", node.src[0].shape, node.arg[0])
     groups = {("rows", d.src[0].shape, d.arg[0]) for d, _ in deps if d.op in reduce_ops}
@@ -257,7 +265,10 @@ def _fill(kernel: Kernel, anchors: set[int], home: dict, earlier: _Earlier) -> N
                                           f"materialised by an earlier kernel")
         kernel.body.append(node)
     shape = "x".join(map(str, kernel.shape)) or "scalar"
-    if kernel.axes:
+    if kernel.kind == "library":
+        kernel.reasons.insert(0, f"{kernel.body[0].op} of shape {shape}: a library call, its operands and result "
+                                 f"in memory")
+    elif kernel.axes:
         phases = 1 + max(_phases(kernel).values(), default=0)
         kernel.reasons.insert(0, f"reduces axes {kernel.axes} of shape {shape}: {phases} pass(es) over each row "
                                  f"(kept in cache between passes), {len(kernel.body)} op(s) fused, "

@@ -50,10 +50,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir import dtypes, opdefs, interpret, views
+from ..ir import dtypes, graph, opdefs, interpret, views
 from ..rewrite import rules
 from ..api.array import Array, as_node
-from ..ir.graph import BUFFER, INDEX, LEAVES, SCALAR, VIEW, Node, reductions, toposort
+from ..ir.graph import BUFFER, INDEX, LEAVES, SCALAR, VIEW, Node, library_ops, reductions, toposort
 from ..runtime.realize import evaluate, rewrite
 
 _ORDERED_INT = {dtypes.FLOAT32: np.int32, dtypes.FLOAT64: np.int64}
@@ -401,7 +401,33 @@ def _enclose_node(node: Node, found: dict, ulps: dict, real: bool) -> Bounds:
         return Bounds(*(views.apply(f, node.arg) for f in found[id(node.src[0])].fields()))
     if node.op in reductions():
         return _enclose_reduction(node, found[id(node.src[0])], ulps, real)
+    if node.op in library_ops():
+        return _enclose_contraction(node, [found[id(s)] for s in node.src], ulps, real)
     return _enclose_elementwise(node, [found[id(s)] for s in node.src], ulps, real)
+
+
+def _enclose_contraction(node: Node, inputs: list, ulps: dict, real: bool) -> Bounds:
+    """A matmul, (..., M, K) with (..., K, N): for floats, the products (..., M, K, N) enclosed as a
+    multiply is, then their sum over K as a sum is, allowed K of its ULPs of the sum of magnitudes (BLAS
+    adds in the dtype, in its own order: K roundings at most). Integer and bool products are exact, and
+    decided where every input they read is fixed."""
+    (x, y), (bx, by) = node.src, inputs
+    if node.dtype not in dtypes.FLOATS:
+        rows = (bx.decided & ~bx.free).all(-1, keepdims=True)
+        columns = (by.decided & ~by.free).all(-2, keepdims=True)
+        center, ones = np.matmul(bx.center, by.center), np.ones(node.shape, bool)
+        return Bounds(center, center, center, np.broadcast_to(rows & columns, node.shape), ~ones, ones)
+    m, k, n = x.shape[-2], x.shape[-1], y.shape[-1]
+
+    def placeholder(like: Node, shape: tuple) -> Node:   # the dtype and shape of an operand; no memory
+        return graph.buffer(np.broadcast_to(np.zeros((), like.dtype), shape))
+    product = graph.apply("multiply", placeholder(x, x.shape[:-2] + (m, k, 1)),
+                          placeholder(y, y.shape[:-2] + (1, k, n)))
+    total = graph.reduce("sum", product, (len(product.shape) - 2,))
+    products = _enclose_elementwise(product, [Bounds(*(f[..., None] for f in bx.fields())),
+                                              Bounds(*(f[..., None, :, :] for f in by.fields()))], ulps, real)
+    summed = _enclose_reduction(total, products, {**ulps, "sum": max(k, tolerance("sum", node.dtype))}, real)
+    return Bounds(*(np.reshape(f, node.shape) for f in summed.fields()))
 
 
 def _outside(actual: np.ndarray, b: Bounds) -> np.ndarray:

@@ -364,7 +364,22 @@ class _Builder:
         if name in COMPOSITES:
             return self._reduce(name, opdefs.get(COMPOSITES[name]))
         op = opdefs.get(name)
+        if op.is_library:
+            return self._contraction(op)
         return self._reduce(name, op) if op.is_reduction else self._elementwise(op)
+
+    def _contraction(self, op: opdefs.OpDef) -> Call:
+        """``op(x, y)`` (a matmul) of an earlier result or input and a new input, on either side of it, of the
+        size it contracts with (a vector as often as a matrix: the matrix-vector forms)."""
+        st, draw = self.st, self.draw
+        x, shape = self._operand(op, 0, None, False)
+        if not shape:
+            raise _Skip   # matmul takes no 0-d operand
+        left = len(shape) >= 2 and draw(st.booleans(), label="left")   # the new input times x
+        k, m = shape[-2] if left else shape[-1], draw(st.sampled_from([1, 3]), label="free size")
+        other = (k,) if draw(st.booleans(), label="vector") else (m, k) if left else (k, m)
+        y = self._input(op, 1, other)
+        return Call(op.name, (y, x) if left else (x, y))
 
     def _pattern(self, pat, bound: dict) -> Call:
         """The call a rule's op pattern matches, with a drawn operand for each variable (the same one
@@ -411,12 +426,16 @@ class _Builder:
         target = self.full if shape is None else shape
         kept = tuple(draw(st.sampled_from([n, 1])) for n in target)
         leaf_shape = kept[draw(st.integers(0, len(kept))):]
-        dtype = draw(st.sampled_from(self.options["dtypes"]), label="dtype")
-        leaf = _leaf(draw, dtype, leaf_shape, op, index, self.options["edges"])
+        return self._input(op, index, leaf_shape), leaf_shape
+
+    def _input(self, op, index: int, shape: tuple) -> Ref:
+        """A new input of ``shape``, drawn from ``op``'s domain for its input ``index``."""
+        dtype = self.draw(self.st.sampled_from(self.options["dtypes"]), label="dtype")
+        leaf = _leaf(self.draw, dtype, shape, op, index, self.options["edges"])
         name = f"x{len(self.leaves)}"
         self.env[name] = ex.asarray(leaf.array())
         self.leaves.append((name, leaf))
-        return Ref(name), leaf_shape
+        return Ref(name)
 
     def _axis(self, ndim: int, single: bool):
         st = self.st

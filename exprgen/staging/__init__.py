@@ -1,0 +1,1 @@
+"""Staging: a function traced once into a graph and replayed (``ex.jit``)."""

@@ -1,0 +1,296 @@
+"""``ex.jit``: trace a function once into one graph, then replay its bound plan (MXNet's hybridize).
+
+The first call with a new *signature* (the pytree structure of the arguments, each array's dtype, shape and
+strides, each Python scalar's type, the static arguments' values) runs ``fn`` over Arrays standing for the
+arguments. exprgen is lazy, so that call builds the whole computation as one graph (autodiff inside it
+included: the backward pass is more graph), which is planned once: rewritten, cut into kernels and library
+calls, compiled. The plan is kept with which of its leaves each argument fills. A later call with the same
+signature builds no graph and plans nothing: it binds the new arrays' memory and scalar values into the
+plan's registers and runs its steps.
+
+- Python scalars are runtime arguments: a new learning rate replays the same plan. A scalar whose value a
+  rewrite rule read (``x * 1 -> x``) keys the plan by that value, as the plan cache does.
+- Static arguments (``static_argnums``, ``static_argnames``) are passed to ``fn`` as they are and key the
+  trace by value (they must be hashable): what ``fn`` branches on in Python.
+- Inside the trace no value exists: ``float()``, ``bool()``, ``.numpy()``, ``np.asarray`` of anything
+  computed from the arguments raise ``TraceError`` naming what to do, never a silently frozen value.
+- Called inside a gradient (``ex.grad(ex.jit(f))``) or inside another trace, a jitted function is ``fn``
+  itself, so the outer transformation sees its graph.
+- Pytrees: tuples, lists and dicts of arrays and scalars, in and out (None passes through).
+- ``ex.stats()["jit"]`` counts traces and replays; a function traced more than ``RETRACE_WARNING`` times
+  warns once, naming the argument whose signature changed.
+
+Only the roots' values are computed on a replay: an intermediate the function made is not kept (as in
+JAX). Arrays captured by the function (a closure's data) are read in place on every call, so writing into
+a captured NumPy array between calls is seen, as it is by any lazy expression over it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import warnings
+
+import numpy as np
+
+from .. import counters
+from ..api.array import Array, staging, tracing_depth
+from ..errors import CompilerMissing
+from ..ir import graph, views
+from ..ir.graph import BUFFER, SCALAR, Node
+from ..runtime import realize
+
+# Past this many traces of one function a warning names the argument that keeps changing.
+RETRACE_WARNING = 8
+
+_ARRAY, _SCALAR = "array", "scalar"
+_PYTHON_SCALARS = (bool, int, float)
+
+
+def _flatten(tree, leaves: list, where: str):
+    """The structure of ``tree`` (the key part), its arrays and Python scalars appended to ``leaves`` as
+    (where, value). Arrays are NumPy arrays (an exprgen Array computed first)."""
+    kind = type(tree)
+    if kind is np.ndarray:
+        leaves.append((where, tree))
+        return (_ARRAY, tree.dtype, tree.shape, tree.strides)
+    if kind in _PYTHON_SCALARS:
+        leaves.append((where, tree))
+        return (_SCALAR, kind)
+    if kind is Array:
+        return _flatten(tree.numpy(), leaves, where)
+    if isinstance(tree, np.generic):
+        return _flatten(np.asarray(tree), leaves, where)
+    if kind in (tuple, list):
+        return (kind, tuple(_flatten(t, leaves, f"{where}[{i}]") for i, t in enumerate(tree)))
+    if kind is dict:
+        return (dict, tuple((k, _flatten(v, leaves, f"{where}[{k!r}]")) for k, v in tree.items()))
+    if tree is None:
+        return None
+    raise TypeError(f"ex.jit: argument {where} is a {kind.__name__}; jitted functions take arrays, Python scalars "
+                    f"and tuples, lists and dicts of them (mark anything else static: static_argnames)")
+
+
+def _rebuild(structure, values):
+    """The pytree of ``structure`` with its leaves taken in order from the iterator ``values`` (a static
+    part of a result as it was)."""
+    if structure is None:
+        return None
+    kind = structure[0]
+    if kind in (_ARRAY, _SCALAR):
+        return next(values)
+    if kind == "static":
+        return structure[1]
+    if kind is dict:
+        return {k: _rebuild(s, values) for k, s in structure[1]}
+    return kind(_rebuild(s, values) for s in structure[1])
+
+
+def _output_leaves(tree, found: list):
+    """The structure of ``fn``'s result, its Arrays appended to ``found``. A non-array (a static number,
+    a string) is returned as it is on every replay."""
+    kind = type(tree)
+    if kind is Array:
+        found.append(tree)
+        return (_ARRAY,)
+    if kind in (tuple, list):
+        return (kind, tuple(_output_leaves(t, found) for t in tree))
+    if kind is dict:
+        return (dict, tuple((k, _output_leaves(v, found)) for k, v in tree.items()))
+    if isinstance(tree, np.ndarray):
+        found.append(Array(graph.buffer(tree)))
+        return (_ARRAY,)
+    return ("static", tree)
+
+
+class _Entry:
+    """One traced signature: its bound plan, what fills each argument's leaf slots, the output structure."""
+
+    __slots__ = ("launch", "arrays", "scalars", "derived", "sensitive", "output", "roots_empty")
+
+    def __init__(self, launch, arrays, scalars, derived, sensitive, output):
+        self.launch = launch          # realize's bound plan (its argument registers emptied)
+        self.arrays = arrays          # (slot, index of the flat argument) for arrays read in place
+        self.scalars = scalars        # (slot, index) for Python scalars
+        self.derived = derived        # (slot, index, view steps): views of an argument (x.T, x[1:])
+        self.sensitive = sensitive    # (index, value): scalars whose values the plan depends on
+        self.output = output
+
+
+def _source(leaf: Node, arguments: dict[int, int], by_buffer: dict[int, int]):
+    """(argument index, view steps) for a leaf whose memory is an argument's or a view of it, else None:
+    an argument's own leaf, a leaf made over the very same NumPy array (autodiff's variables), or a buffer
+    made by viewing one of those (``view_of``, followed back)."""
+    steps: tuple = ()
+    node = leaf
+    while True:
+        index = arguments.get(id(node))
+        if index is None and node.op is BUFFER:
+            index = by_buffer.get(id(node.buffer))
+        if index is not None:
+            return index, steps
+        if node.view_of is None:
+            return None
+        node, before = node.view_of
+        steps = before + steps
+
+
+class jit:  # noqa: N801 - the name users know from JAX
+    """``ex.jit(fn, static_argnums=(), static_argnames=())``: see the module docstring."""
+
+    def __init__(self, fn, static_argnums=(), static_argnames=()):
+        if not callable(fn):
+            raise TypeError(f"ex.jit needs a function, got {type(fn).__name__}")
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        static_argnums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+        static_argnames = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+        try:
+            parameters = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):
+            parameters = []
+        positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        named = {p.name for p in parameters}
+        for name in static_argnames:
+            if parameters and name not in named:
+                raise ValueError(f"ex.jit: static_argnames names {name!r}, which {fn.__name__} does not take")
+        self.static_positions = frozenset(static_argnums) | {positional.index(n) for n in static_argnames
+                                                             if n in positional}
+        self.static_names = frozenset(static_argnames) | {positional[i] for i in static_argnums if i < len(positional)}
+        self.positional = positional
+        self.entries: dict = {}
+        self.traces = 0
+        self.last_signature = None
+        self.warned = False
+        self.lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ex.jit({getattr(self.fn, '__qualname__', self.fn)!r})"
+
+    def _signature(self, args, kwargs):
+        """(key, flat [(where, value)], per-argument keys): what decides whether a trace can be replayed."""
+        flat: list = []
+        parts = []
+        for i, arg in enumerate(args):
+            where = self.positional[i] if i < len(self.positional) else f"argument {i}"
+            if i in self.static_positions:
+                parts.append(("static", _hashable(arg, where)))
+            else:
+                parts.append(_flatten(arg, flat, where))
+        for name in sorted(kwargs):
+            value = kwargs[name]
+            if name in self.static_names:
+                parts.append((name, "static", _hashable(value, name)))
+            else:
+                parts.append((name, _flatten(value, flat, name)))
+        return tuple(parts), flat
+
+    def __call__(self, *args, **kwargs):
+        if tracing_depth() or staging.depth:
+            return self.fn(*args, **kwargs)   # inside grad or another trace: the outer one sees fn's graph
+        key, flat = self._signature(args, kwargs)
+        options = realize.evaluation_options()
+        entry = self.entries.get((key, options))
+        if entry is not None and all(realize.value_key(flat[i][1]) == v for i, v in entry.sensitive):
+            counters.count("jit_replays")
+            return self._replay(entry, flat)
+        return self._trace(key, options, flat, args, kwargs)
+
+    def _replay(self, entry: _Entry, flat: list):
+        bound = [(slot, flat[i][1]) for slot, i in entry.arrays]
+        bound += [(slot, views.apply(flat[i][1], steps)) for slot, i, steps in entry.derived]
+        values = realize.run_bound(entry.launch, bound, [(slot, flat[i][1]) for slot, i in entry.scalars])
+        return _rebuild(entry.output, iter([Array(None, v) for v in values]))
+
+    def _trace(self, key, options, flat, args, kwargs):
+        self._note_trace(key)
+        counters.count("jit_traces")
+        leaves: dict[int, int] = {}
+        by_buffer: dict[int, int] = {}
+        stand_ins = []
+        for i, (_, value) in enumerate(flat):
+            node = graph.argument_scalar(value) if type(value) in _PYTHON_SCALARS else graph.buffer(value)
+            leaves[id(node)] = i
+            if node.op is BUFFER:
+                by_buffer[id(node.buffer)] = i
+            stand_ins.append(Array(node))
+        values = iter(stand_ins)
+        call_args = [arg if i in self.static_positions else _rebuild(part, values)
+                     for i, (arg, part) in enumerate(zip(args, key))]
+        call_kwargs = {}
+        for name, part in zip(sorted(kwargs), key[len(args):]):
+            call_kwargs[name] = kwargs[name] if name in self.static_names else _rebuild(part[1], values)
+        with staging.block(tuple(a._graph_node() for a in stand_ins)):
+            out = self.fn(*call_args, **call_kwargs)
+            found: list[Array] = []
+            output = _output_leaves(out, found)
+        roots = tuple(a._graph_node() for a in found)
+        try:
+            launch = realize.bind(roots) if roots else None
+        except CompilerMissing:
+            launch = None
+        if launch is None:   # nothing to plan, or NumPy evaluates it (no compiler): no replay kept
+            values = realize.evaluate(roots) if roots else []
+            return _rebuild(output, iter([Array(None, v) for v in values]))
+        arrays, scalars, derived, sensitive = [], [], [], []
+        for slot, leaf in enumerate(launch.leaves):
+            source = _source(leaf, leaves, by_buffer)
+            if source is None:
+                continue                            # captured: read in place on every call
+            index, steps = source
+            if leaf.op is SCALAR:
+                scalars.append((slot, index))
+                if slot in launch.plan.sensitive:
+                    sensitive.append((index, realize.value_key(flat[index][1])))
+            elif steps:
+                derived.append((slot, index, steps))
+            else:
+                arrays.append((slot, index))
+        results = realize.run_bound(launch, [], [])
+        entry = _Entry(realize.unbind(launch, [s for s, _ in arrays] + [s for s, _, _ in derived],
+                                      [s for s, _ in scalars]),
+                       tuple(arrays), tuple(scalars), tuple(derived), tuple(sensitive), output)
+        with self.lock:
+            self.entries[(key, options)] = entry
+        return _rebuild(output, iter([Array(None, v) for v in results]))
+
+    def _note_trace(self, key) -> None:
+        self.traces += 1
+        previous, self.last_signature = self.last_signature, key
+        if self.traces > RETRACE_WARNING and not self.warned and previous is not None:
+            self.warned = True
+            changed = _changed(previous, key, self.positional)
+            warnings.warn(f"ex.jit({getattr(self.fn, '__qualname__', self.fn)}) has been traced {self.traces} times; "
+                          f"{changed}. Each new signature (shapes, dtypes, layouts, static values) traces and plans "
+                          f"again: keep it fixed, or mark a changing Python value as a runtime scalar (not static)",
+                          RuntimeWarning, stacklevel=3)
+
+
+def _changed(before: tuple, after: tuple, positional: list) -> str:
+    """Which argument's signature differs between two keys, in words."""
+    if len(before) != len(after):
+        return f"it was called with {len(after)} arguments, before with {len(before)}"
+    for i, (a, b) in enumerate(zip(before, after)):
+        if a != b:
+            name = positional[i] if i < len(positional) else f"argument {i}"
+            if isinstance(b, tuple) and b and isinstance(b[0], str) and b[0] not in (_ARRAY, _SCALAR, "static"):
+                name = b[0]
+            return f"argument {name!r} changed from {_shown(a)} to {_shown(b)}"
+    return "the settings (fast_math, rules, backend) changed"
+
+
+def _shown(part) -> str:
+    if isinstance(part, tuple) and part and part[0] == _ARRAY:
+        return f"{part[1].name}{list(part[2])} (strides {part[3]})"
+    return repr(part)[:80]
+
+
+def _hashable(value, where: str):
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(f"ex.jit: static argument {where} must be hashable (it keys the trace), got "
+                        f"{type(value).__name__}") from None
+    return value
+
