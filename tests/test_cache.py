@@ -16,12 +16,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import exprgen as ex
 from exprgen.backends import cpu
+from exprgen.cache import store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -590,3 +594,28 @@ def test_a_cache_inside_a_directory_others_may_rename_in_is_refused(tmp_path):
     shared.chmod(0o1777)   # sticky, as /tmp: no one renames another's entries
     sticky = run(f"report(ok=check({AFFINE!r}))", shared / "cache")
     assert sticky["ok"] and not sticky["warnings"], sticky
+
+
+def test_a_new_plans_kernels_compile_side_by_side(tmp_path, monkeypatch):
+    # A training step's first call: its kernels compile at once, a thread (and compiler process) per core.
+    monkeypatch.setenv("EXPRGEN_CACHE_DIR", str(tmp_path))
+    store.reset_kernel_cache()
+    threads, real = set(), cpu.compile
+
+    def compile(*args, **kwargs):
+        threads.add(threading.get_ident())
+        return real(*args, **kwargs)
+    monkeypatch.setattr(cpu, "compile", compile)
+    try:
+        x = np.linspace(-1, 1, 96).reshape(12, 8)
+        a = ex.asarray(x)
+        h = ex.tanh(a * 1.5 + 0.25) @ ex.asarray(x.T)   # a producer, the call, an epilogue with a reduction
+        y = ex.sum(ex.exp(h) - h, axis=1)
+        ex.reset_stats()
+        np.testing.assert_allclose(y.numpy(), np.sum(np.exp(h_ := np.tanh(x * 1.5 + 0.25) @ x.T) - h_, axis=1),
+                                   rtol=1e-12)
+        assert ex.stats()["compiles"] == 2 and ex.stats()["library_calls"] == 1
+        assert len(threads) == min(2, os.cpu_count() or 1)
+    finally:
+        monkeypatch.undo()
+        store.reset_kernel_cache()

@@ -213,8 +213,12 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
                 layouts[id(node)] = (shape, strides)
                 registers[id(node)] = base + len(allocations) + len(derived)
                 derived.append((registers[id(source)], offset * node.dtype.itemsize))
-    steps = [_make_call(kernel, registers) if is_call(kernel) else _make_step(kernel, registers, layouts, owned)
-             for kernel in kernels]
+    rendered = {id(k): _render(k, layouts, owned) for k in kernels if not is_call(k)}
+    # Every new kernel of the plan compiled at once, side by side (a training step's first call).
+    entries = dict(zip(rendered, kernel_cache().get_all([(source, summary) for _, source, summary in rendered.values()],
+                                                        COMPILER.name)))
+    steps = [_make_call(kernel, registers) if is_call(kernel) else
+             _make_step(kernel, registers, *rendered[id(kernel)], entries[id(kernel)]) for kernel in kernels]
     results = []
     for original, root in zip(roots, rewritten):
         if root.op is VIEW:   # a NumPy view of the buffer its source was computed into
@@ -254,12 +258,15 @@ def value_key(value) -> tuple:
     return (type(value), repr(value))
 
 
-def _make_step(kernel: Kernel, registers: dict, layouts: dict, owned: set[int]) -> Step:
-    arrays = kernel.inputs + kernel.outputs
-    launch = launch_geometry(kernel, [layouts[id(n)] for n in arrays])
+def _render(kernel: Kernel, layouts: dict, owned: set[int]):
+    """(launch geometry, source, summary) of ``kernel`` over arrays of these layouts."""
+    launch = launch_geometry(kernel, [layouts[id(n)] for n in kernel.inputs + kernel.outputs])
     scratch = frozenset(i for i, node in enumerate(kernel.outputs) if id(node) in owned)
-    source, summary = render(kernel, launch.inner_strides, scratch=scratch)
-    entry = kernel_cache().get(source, summary, COMPILER.name)
+    return (launch, *render(kernel, launch.inner_strides, scratch=scratch))
+
+
+def _make_step(kernel: Kernel, registers: dict, launch, source: str, summary: str, entry) -> Step:
+    arrays = kernel.inputs + kernel.outputs
     strides = launch.strides
     flat = [s for per_array in strides for s in per_array]
     return Step(function=entry.function, total=launch.total, ndim=len(strides[0]) if strides else 1,
