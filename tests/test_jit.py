@@ -228,3 +228,17 @@ def test_matmul_gradients_match_finite_differences_batched_and_broadcast():
             assert abs(g.numpy()[index] - numeric) < 1e-6
     second = ex.grad(lambda a: ex.sum(ex.grad(loss)(a, b) ** 2))(a)   # gradients of gradients
     assert second.shape == a.shape and np.isfinite(second.numpy()).all()
+
+
+def test_a_softmax_gradient_is_one_rows_kernel():
+    # The backward reads the max and the sum broadcast back over the row: read as values, a phase later
+    # in the same kernel, not as views of buffers an earlier kernel must write (3 kernels before).
+    z = RNG.standard_normal((64, 10))
+    y = np.eye(10)[RNG.integers(0, 10, 64)]
+    g = ex.grad(lambda z: -ex.sum(ex.log_softmax(z, axis=-1) * y))(z)
+    ex.reset_stats()
+    value = g.numpy()
+    assert ex.stats()["kernels_launched"] == 1
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(value, p * y.sum(axis=1, keepdims=True) - y, rtol=1e-12, atol=1e-15)

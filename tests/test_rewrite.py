@@ -35,6 +35,7 @@ EXAMPLES = {
     "abs(abs(x)) -> abs(x)": lambda x, i, b: abs(abs(x)),
     "not(not(x)) -> x (bool)": lambda x, i, b: ~~b,
     "float32(float64(x)) -> x": lambda x, i, b: x.astype("float64").astype("float32"),
+    "op(broadcast_to(x), y) -> op(x, y)": lambda x, i, b: ex.broadcast_to(ex.max(x, keepdims=True), x.shape) - x,
     "op(scalars...) -> its value": lambda x, i, b: x + ex.Array(graph.apply("add", graph.scalar(2.0), graph.scalar(3.0))),
     "log(1+x) -> log1p(x)": lambda x, i, b: ex.log(1 + abs(x)),
     "exp(x)-1 -> expm1(x)": lambda x, i, b: ex.exp(x) - 1,

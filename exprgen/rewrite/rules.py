@@ -16,8 +16,8 @@ import math
 import numpy as np
 
 from ..errors import RewriteCheckError
-from ..ir import dtypes, graph, opdefs, interpret
-from ..ir.graph import BUFFER, LEAVES, SCALAR, Node
+from ..ir import dtypes, graph, opdefs, interpret, views
+from ..ir.graph import BUFFER, LEAVES, SCALAR, VIEW, Node
 from .pattern import Pat, Rule
 
 x, y = Pat.var("x"), Pat.var("y")
@@ -220,6 +220,32 @@ def _reassociate(node: Node, reads: set) -> Node | None:
     return graph.apply(node.op, inner.src[0], graph.scalar(combined))
 
 
+def _broadcast_only(view: Node) -> bool:
+    """Is ``view`` its source broadcast as an elementwise op broadcasts an operand (a size-1 axis repeated,
+    axes added in front), whatever steps wrote it (a reduction's keepdims reshaped away and back)?"""
+    source = view.src[0]
+    shape = view.shape
+    if len(shape) < len(source.shape) or graph.broadcast_shapes(source.shape, shape) != shape:
+        return False
+    layout = views.layout_after(source.shape, view.arg)
+    if layout is None or layout[2] != 0:
+        return False
+    own = views.contiguous_strides(source.shape)
+    implicit = (0,) * (len(shape) - len(own)) + tuple(0 if n == 1 else s for n, s in zip(source.shape, own))
+    return all(size == 1 or a == b for size, a, b in zip(shape, layout[1], implicit))
+
+
+def _implicit_broadcast(node: Node, reads: set) -> Node | None:
+    """An elementwise op reading a broadcast view of x reads x itself: it broadcasts its operands anyway,
+    and a value read in place of a view's buffer need not be written first. A rows kernel then computes a
+    reduction and what reads it broadcast in one kernel, a phase apart (softmax's backward, 4 kernels over
+    the logits of an MLP step where 2 do)."""
+    if node.op in LEAVES or node.op is VIEW or node.op in graph.reductions() or node.op in graph.library_ops():
+        return None
+    src = tuple(s.src[0] if s.op is VIEW and _broadcast_only(s) else s for s in node.src)
+    return None if src == node.src else graph.apply(node.op, *src, params=node.arg)
+
+
 FOLD = [
     Rule("op(scalars...) -> its value", None, _fold),
 ]
@@ -238,6 +264,7 @@ EXACT = [
     Rule("abs(abs(x)) -> abs(x)", call("abs", call("abs", x)), unary("abs")),
     Rule("not(not(x)) -> x (bool)", call("logical_not", call("logical_not", x)), _bool_only(lambda x: x)),
     Rule("float32(float64(x)) -> x", None, _float_roundtrip, ops=("astype",)),
+    Rule("op(broadcast_to(x), y) -> op(x, y)", None, _implicit_broadcast),
 ]
 
 # The most specific first: log(1+exp(x)) must become softplus before log(1+x) takes it apart.
