@@ -107,19 +107,17 @@ class _Staging(threading.local):
     values. Reading a value computed from one raises TraceError (``readable``)."""
     depth = 0
     arguments: frozenset = frozenset()   # ids of the argument leaves
-    buffers: frozenset = frozenset()     # ids of their NumPy arrays (autodiff's variables are new leaves over them)
 
     @contextlib.contextmanager
     def block(self, leaves: tuple[Node, ...]):
-        outer = (self.arguments, self.buffers)
+        outer = self.arguments
         self.depth += 1
-        self.arguments = outer[0] | {id(n) for n in leaves}
-        self.buffers = outer[1] | {id(n.buffer) for n in leaves if n.op is BUFFER}
+        self.arguments = outer | {id(n) for n in leaves}
         try:
             yield
         finally:
             self.depth -= 1
-            self.arguments, self.buffers = outer
+            self.arguments = outer
 
 
 staging = _Staging()
@@ -135,7 +133,7 @@ def readable(nodes, what: str = "its value") -> None:
         if id(node) in seen:
             continue
         seen.add(id(node))
-        if id(node) in staging.arguments or (node.op is BUFFER and id(node.buffer) in staging.buffers):
+        if id(node) in staging.arguments:
             raise TraceError(f"inside ex.jit, {what} was asked of an array computed from the jitted function's "
                              f"arguments, which have no values while it is traced: Python control flow and "
                              f"logging on them would freeze one call's value into every later call. Keep it an "
@@ -566,6 +564,9 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None) -> Array:
     check_device(device)
     dtype = None if dtype is None else dtypes.as_dtype(dtype)
     if isinstance(obj, Array):
+        if obj._node is not None and obj._node.op is graph.SCALAR:
+            # A jitted function's scalar argument: as an array, what asarray makes of a Python scalar.
+            obj = Array(graph.apply("astype", obj._node, params=(obj._node.dtype.name,)))
         if copy:
             return Array(graph.apply("astype", obj._graph_node(), params=((dtype or obj.dtype).name,)))
         if dtype is None or dtype == obj.dtype:

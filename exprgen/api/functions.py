@@ -22,7 +22,7 @@ import operator
 import numpy as np
 
 from ..ir import graph, opdefs
-from .array import Array, apply, asarray, astype, computed
+from .array import Array, apply, asarray, astype, computed, readable
 from ..runtime.realize import evaluate
 
 builtins_sum = builtins.sum   # this module defines sum, max, min, any and all as NumPy does
@@ -302,6 +302,7 @@ def concatenate(arrays, axis: int = 0) -> Array:
         start += p.shape[axis]
     pending = [(p, result[i]) for p, i in zip(parts, indices) if p.size]
     if pending:
+        readable([p._graph_node() for p, _ in pending], "concat (computed at the call)")
         evaluate(tuple(p._graph_node() for p, _ in pending), out=[s for _, s in pending])
 
     return computed(result, parts, lambda g, wanted: [g[i] for i in indices], "concatenate")

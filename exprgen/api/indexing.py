@@ -29,7 +29,7 @@ import operator
 import numpy as np
 
 from ..ir import graph, views
-from .array import Array, asarray, computed
+from .array import Array, asarray, computed, staging
 from .functions import reshape
 from ..ir.graph import BUFFER
 from .materialising import values
@@ -104,7 +104,8 @@ def getitem(x: Array, key) -> Array:
     """``x[key]``: NumPy's indexing. Basic indexing is a view; integer arrays and boolean masks materialise
     (see the module docstring)."""
     ints = all(map(_is_int, key)) if type(key) is tuple else _is_int(key)
-    if ints and (x._value is not None or x._node.op is BUFFER):   # computed: its value is at hand
+    # Computed: its value is at hand (not while ex.jit traces: an argument's value is the next call's).
+    if ints and (x._value is not None or x._node.op is BUFFER) and not staging.depth:
         return _element(x, key)
     node = x._graph_node()
     parts = _parts(key)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..ir import dtypes, opdefs
 from . import functions
-from .array import Array, apply, asarray, positional_signature
+from .array import Array, apply, asarray, positional_signature, readable
 from .elementwise import round  # noqa: A004 - ex.round, as round(x) calls it
 from .indexing import At, getitem, setitem
 from .linear_algebra import matmul
@@ -85,7 +85,10 @@ def _method(function):
     like call the method with ``out=None``."""
     def method(self, axis=None, *, out=None, **kwargs):
         result = function(self, axis=axis, **kwargs)
-        return result if out is None else evaluate((result._graph_node(),), out=out)[0]
+        if out is None:
+            return result
+        readable((result._graph_node(),), "out=")
+        return evaluate((result._graph_node(),), out=out)[0]
     method.__name__ = method.__qualname__ = function.__name__
     method.__doc__ = function.__doc__
     return method

@@ -30,7 +30,7 @@ import numpy as np
 from ..ir import dtypes, formulas, graph, opdefs, views
 from ..api import functions, indexing
 from ..api.functions import sum_to
-from ..api.array import Array, apply, asarray, astype, converting, tracing, tracing_depth
+from ..api.array import Array, apply, asarray, astype, converting, staging, tracing, tracing_depth
 from ..api.elementwise import op_function
 from ..ir.graph import BUFFER, SCALAR, VIEW, Node
 
@@ -195,8 +195,9 @@ def _contributions(node: Node, g: Array, live: set[int]):
     if op.vjp is None:
         return []
     env = {"g": g, "out": Array(node)}
-    # A Python scalar operand stays a Python scalar: weakly typed, so float32 gradients stay float32.
-    env.update(zip(op.inputs, (s.arg if s.op is SCALAR else Array(s) for s in node.src)))
+    # A Python scalar operand stays a Python scalar: weakly typed, so float32 gradients stay float32. A
+    # jitted function's scalar argument stays its node (weak too): its value is the next call's.
+    env.update(zip(op.inputs, (s.arg if s.op is SCALAR and not s.argument else Array(s) for s in node.src)))
     env.update(zip(op.params, node.arg))
     pairs = []
     for source, formula in zip(node.src, op.vjp):
@@ -244,7 +245,7 @@ def _variable(array: Array) -> Array:
     it; outside, it holds nothing of that node's graph."""
     node = array._graph_node()
     leaf = graph.buffer(node.buffer if node.op is BUFFER else array.numpy())
-    if tracing_depth():
+    if tracing_depth() or staging.depth:   # ex.jit follows it back to the argument it stands for
         leaf.annotate("view_of", (node, ()))
     return Array(leaf)
 

@@ -78,6 +78,11 @@ class Node:
     pointer: object = None
     # How the runtime evaluates this node as a root, by the options it was evaluated under.
     ways: dict | None = None
+    # A computed node over weak scalars only (a jitted function's ``lr * 2``): weak like them, its Python
+    # type (float, int, bool), as Python's own arithmetic on the scalars would be. Set when it is made.
+    weak_type: type | None = None
+    # A Python scalar standing for a jitted function's argument (``argument_scalar``): its value changes.
+    argument: bool = False
 
     def __setattr__(self, name, value):
         raise AttributeError("graph nodes are immutable; annotations are set with annotate()")
@@ -93,12 +98,12 @@ class Node:
 
     @property
     def weak(self) -> bool:
-        """A Python scalar: its dtype yields to the arrays it meets."""
-        return self.op is SCALAR
+        """A Python scalar, or computed from them alone: its dtype yields to the arrays it meets."""
+        return self.op is SCALAR or self.weak_type is not None
 
     def signature_item(self):
         """What the dtype rules see: a dtype, or the Python type of a weak scalar."""
-        return type(self.arg) if self.op is SCALAR else self.dtype
+        return type(self.arg) if self.op is SCALAR else self.weak_type or self.dtype
 
     def __repr__(self) -> str:
         return expression_text(self, _repr_parts, REPR_CHARS)
@@ -206,7 +211,9 @@ def argument_scalar(value) -> Node:
     """A weakly typed Python scalar standing for a jitted function's argument: a leaf of its own, never the
     node of an equal constant (replaying with another value must not change the constant)."""
     node = scalar(value)
-    return _make(SCALAR, (), value, node.dtype, (), ("argument", next(_buffer_ids)))
+    node = _make(SCALAR, (), value, node.dtype, (), ("argument", next(_buffer_ids)))
+    _set(node, "argument", True)
+    return node
 
 
 def index(shape: tuple[int, ...], strides: tuple[int, ...] | None = None, offset: int = 0) -> Node:
@@ -252,7 +259,9 @@ def _fit_scalars(op: opdefs.OpDef, src: tuple[Node, ...], compute: tuple[np.dtyp
             if set(op.cast) != {"common"} or op.arity < 2:
                 raise OverflowError(f"Python integer {node.arg} out of bounds for {dtype.name} in {op.name}")
             wide = np.int64 if -2**63 <= node.arg < 2**63 else np.float64
-            fitted[i] = buffer(np.asarray(node.arg, wide))
+            # A jitted function's argument stays one (converted in the kernel): its value is the next call's.
+            fitted[i] = (apply("astype", node, params=("int64",)) if node.argument
+                         else buffer(np.asarray(node.arg, wide)))
     return tuple(fitted)
 
 
@@ -262,7 +271,7 @@ _typed: dict[tuple, tuple] = {}
 def _type_and_shape(name: str, src: tuple[Node, ...], params: tuple):
     """(op, dtype, shape, compute dtypes, any scalar input?) for ``name`` over inputs like ``src``; memoised,
     as it is on every op a user writes and depends only on the op, the input dtypes and shapes, and the params."""
-    key = (name, params, *[(type(n.arg) if n.op is SCALAR else n.dtype, n.shape) for n in src])
+    key = (name, params, *[(n.signature_item(), n.shape) for n in src])
     known = _typed.get(key)
     if known is None:
         op = opdefs.get(name)
@@ -295,7 +304,14 @@ def apply(name: str, *src: Node, params: tuple = ()) -> Node:
         fitted = _fit_scalars(op, src, compute)
         if fitted != src:
             return apply(name, *fitted, params=params)
-    return _make(op.name, src, params, dtype, shape, params)
+    node = _make(op.name, src, params, dtype, shape, params)
+    if src and all(s.weak for s in src) and op.name != "astype" and dtype in _WEAK_TYPES:
+        _set(node, "weak_type", _WEAK_TYPES[dtype])
+    return node
+
+
+# The dtype of a computation over Python scalars alone, and the Python type it stands for.
+_WEAK_TYPES = {dtypes.FLOAT64: float, dtypes.INT64: int, dtypes.BOOL: bool}
 
 
 def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
@@ -330,6 +346,8 @@ def view(src: Node, steps: tuple) -> Node:
     """``src`` seen through view ``steps``: a NumPy view of a buffer, pushed through elementwise ops to
     their inputs (a view of a view is one index map in the kernel that reads it), else a VIEW node."""
     shape = views.shape_after(src.shape, src.dtype, steps)
+    if src.op is SCALAR:   # a jitted function's scalar argument seen as an array (broadcast_to): its 0-d value
+        return buffer_view(apply("astype", src, params=(src.dtype.name,)), tuple(steps))
     return _view(src, tuple(steps), shape, {})
 
 
@@ -359,7 +377,8 @@ def _pushed_through(node: Node) -> bool:
     its gradient must reach through the view (at the cost of a kernel boundary: the custom function's output
     is materialised, then viewed)."""
     return (node.op not in LEAVES and node.op is not VIEW and node.op not in reductions()
-            and node.op not in library_ops() and not _reduces(node) and node.custom_vjp is None)
+            and node.op not in library_ops() and not _reduces(node) and node.custom_vjp is None
+            and any(s.op is not SCALAR for s in node.src))   # over scalars alone: no input carries the shape
 
 
 def buffer_view(src: Node, steps: tuple) -> Node:

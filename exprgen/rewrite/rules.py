@@ -33,13 +33,16 @@ def call(name: str, *src) -> Pat:
 
 
 def _fold(node: Node, reads: set) -> Node | None:
-    """An op whose inputs are all Python scalars is computed once, here, by its NumPy reference."""
-    if node.op in LEAVES or not node.src or any(s.op is not SCALAR for s in node.src):
+    """An op whose inputs are all Python scalars is computed once, here, by its NumPy reference. Not one
+    over a jitted function's argument (``lr * 2``): folded, the plan would hold for one learning rate only,
+    where computed in the kernel it holds for any."""
+    if node.op in LEAVES or not node.src or any(s.op is not SCALAR or s.argument for s in node.src):
         return None
     reads.update(node.src)
     with np.errstate(all="ignore"):
         value = np.asarray(opdefs.get(node.op).numpy(*(s.arg for s in node.src), *node.arg), dtype=node.dtype)
-    return graph.buffer(value)
+    # A weak node's value stays a Python scalar: as a float64 buffer it would promote what it meets.
+    return graph.scalar(node.weak_type(value.item())) if node.weak_type else graph.buffer(value)
 
 
 def _divide_by_power_of_two(node: Node, reads: set) -> Node | None:
@@ -225,7 +228,7 @@ def _broadcast_only(view: Node) -> bool:
     axes added in front), whatever steps wrote it (a reduction's keepdims reshaped away and back)?"""
     source = view.src[0]
     shape = view.shape
-    if len(shape) < len(source.shape) or graph.broadcast_shapes(source.shape, shape) != shape:
+    if len(shape) < len(source.shape) or any(n not in (1, m) for n, m in zip(source.shape[::-1], shape[::-1])):
         return False
     layout = views.layout_after(source.shape, view.arg)
     if layout is None or layout[2] != 0:

@@ -35,24 +35,34 @@ import warnings
 import numpy as np
 
 from .. import counters
-from ..api.array import Array, staging, tracing_depth
+from ..api.array import Array, asarray, staging, tracing_depth
 from ..errors import CompilerMissing
-from ..ir import graph, views
-from ..ir.graph import BUFFER, SCALAR, Node
+from ..ir import dtypes, graph, opdefs, views
+from ..ir.graph import SCALAR, Node
 from ..runtime import realize
 
 # Past this many traces of one function a warning names the argument that keeps changing.
 RETRACE_WARNING = 8
+# Plans kept per signature for scalar values a rewrite read (x * c with c == 1 is x): newest first.
+PLANS_PER_SIGNATURE = 8
 
-_ARRAY, _SCALAR = "array", "scalar"
+_ARRAY, _SCALAR, _STATIC = "array", "scalar", "static"
 _PYTHON_SCALARS = (bool, int, float)
+# What a jitted function may return besides arrays and containers: constants, the same on every call.
+_CONSTANTS = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _is_namedtuple(kind) -> bool:
+    return issubclass(kind, tuple) and hasattr(kind, "_fields")
 
 
 def _flatten(tree, leaves: list, where: str):
     """The structure of ``tree`` (the key part), its arrays and Python scalars appended to ``leaves`` as
-    (where, value). Arrays are NumPy arrays (an exprgen Array computed first)."""
+    (where, value). Arrays are NumPy arrays in native byte order (an exprgen Array computed first)."""
     kind = type(tree)
     if kind is np.ndarray:
+        if not tree.dtype.isnative:   # as asarray does: kernels read native numbers
+            tree = tree.astype(tree.dtype.newbyteorder("="))
         leaves.append((where, tree))
         return (_ARRAY, tree.dtype, tree.shape, tree.strides)
     if kind in _PYTHON_SCALARS:
@@ -62,7 +72,7 @@ def _flatten(tree, leaves: list, where: str):
         return _flatten(tree.numpy(), leaves, where)
     if isinstance(tree, np.generic):
         return _flatten(np.asarray(tree), leaves, where)
-    if kind in (tuple, list):
+    if kind in (tuple, list) or _is_namedtuple(kind):
         return (kind, tuple(_flatten(t, leaves, f"{where}[{i}]") for i, t in enumerate(tree)))
     if kind is dict:
         return (dict, tuple((k, _flatten(v, leaves, f"{where}[{k!r}]")) for k, v in tree.items()))
@@ -73,67 +83,97 @@ def _flatten(tree, leaves: list, where: str):
 
 
 def _rebuild(structure, values):
-    """The pytree of ``structure`` with its leaves taken in order from the iterator ``values`` (a static
+    """The pytree of ``structure`` with its leaves taken in order from the iterator ``values`` (a constant
     part of a result as it was)."""
     if structure is None:
         return None
     kind = structure[0]
     if kind in (_ARRAY, _SCALAR):
         return next(values)
-    if kind == "static":
+    if kind == _STATIC:
         return structure[1]
     if kind is dict:
         return {k: _rebuild(s, values) for k, s in structure[1]}
-    return kind(_rebuild(s, values) for s in structure[1])
+    items = [_rebuild(s, values) for s in structure[1]]
+    return kind(*items) if _is_namedtuple(kind) else kind(items)
 
 
-def _output_leaves(tree, found: list):
-    """The structure of ``fn``'s result, its Arrays appended to ``found``. A non-array (a static number,
-    a string) is returned as it is on every replay."""
+def _output_leaves(tree, found: list, where: str = "the result"):
+    """The structure of ``fn``'s result, its Arrays appended to ``found``; a constant (None, a number, a
+    string) is returned as it is on every replay."""
     kind = type(tree)
     if kind is Array:
         found.append(tree)
         return (_ARRAY,)
-    if kind in (tuple, list):
-        return (kind, tuple(_output_leaves(t, found) for t in tree))
-    if kind is dict:
-        return (dict, tuple((k, _output_leaves(v, found)) for k, v in tree.items()))
     if isinstance(tree, np.ndarray):
-        found.append(Array(graph.buffer(tree)))
+        found.append(asarray(tree))
         return (_ARRAY,)
-    return ("static", tree)
+    if kind in (tuple, list) or _is_namedtuple(kind):
+        return (kind, tuple(_output_leaves(t, found, f"{where}[{i}]") for i, t in enumerate(tree)))
+    if kind is dict:
+        return (dict, tuple((k, _output_leaves(v, found, f"{where}[{k!r}]")) for k, v in tree.items()))
+    if kind in _CONSTANTS:
+        return (_STATIC, tree)
+    raise TypeError(f"ex.jit: {where} is a {kind.__name__}; a jitted function returns arrays, constants, and "
+                    f"tuples (named too), lists and dicts of them")
 
 
 class _Entry:
     """One traced signature: its bound plan, what fills each argument's leaf slots, the output structure."""
 
-    __slots__ = ("launch", "arrays", "scalars", "derived", "sensitive", "output", "roots_empty")
+    __slots__ = ("launch", "arrays", "scalars", "derived", "sensitive", "bounds", "output")
 
-    def __init__(self, launch, arrays, scalars, derived, sensitive, output):
+    def __init__(self, launch, arrays, scalars, derived, sensitive, bounds, output):
         self.launch = launch          # realize's bound plan (its argument registers emptied)
         self.arrays = arrays          # (slot, index of the flat argument) for arrays read in place
         self.scalars = scalars        # (slot, index) for Python scalars
         self.derived = derived        # (slot, index, view steps): views of an argument (x.T, x[1:])
-        self.sensitive = sensitive    # (index, value): scalars whose values the plan depends on
+        self.sensitive = sensitive    # (index, value key): scalars whose values the plan depends on
+        self.bounds = bounds          # (index, low, high): an int argument must fit the integers it meets
         self.output = output
 
+    def holds_for(self, flat: list) -> bool:
+        return (all(realize.value_key(flat[i][1]) == v for i, v in self.sensitive)
+                and all(low <= flat[i][1] <= high for i, low, high in self.bounds))
 
-def _source(leaf: Node, arguments: dict[int, int], by_buffer: dict[int, int]):
-    """(argument index, view steps) for a leaf whose memory is an argument's or a view of it, else None:
-    an argument's own leaf, a leaf made over the very same NumPy array (autodiff's variables), or a buffer
-    made by viewing one of those (``view_of``, followed back)."""
+
+def _source(leaf: Node, arguments: dict[int, int]):
+    """(argument index, view steps) for a leaf whose memory is an argument's or a view of it, else None
+    (captured data): an argument's own leaf, or a buffer made from one (``view_of`` followed back: a
+    view, ``x.T``, ``x[1:]``, or autodiff's variable standing for it)."""
     steps: tuple = ()
     node = leaf
     while True:
         index = arguments.get(id(node))
-        if index is None and node.op is BUFFER:
-            index = by_buffer.get(id(node.buffer))
         if index is not None:
             return index, steps
         if node.view_of is None:
             return None
         node, before = node.view_of
         steps = before + steps
+
+
+def _integer_bounds(roots, arguments: dict[int, int]) -> list[tuple[int, int, int]]:
+    """(argument index, low, high) for each int argument that meets an integer dtype: NumPy refuses a
+    Python int outside the dtype it meets (a comparison takes it exactly, as another graph), so a value
+    outside is traced again, where eager code would raise or compare exactly."""
+    bounds: dict[int, tuple[int, int]] = {}
+    for node in graph.toposort(roots):
+        if node.op in graph.LEAVES or node.op is graph.VIEW:
+            continue
+        for position, source in enumerate(node.src):
+            index = arguments.get(id(source))
+            if index is None or source.op is not SCALAR or type(source.arg) is not int:
+                continue
+            op = opdefs.get(node.op)
+            compute = op.compute_dtypes(tuple(s.signature_item() for s in node.src), node.arg)[position]
+            if compute in dtypes.INTEGERS:
+                info = np.iinfo(compute)
+                low, high = bounds.get(index, (-2**63, 2**63 - 1))
+                bounds[index] = (max(low, int(info.min)), min(high, int(info.max)))
+    for index in {i for i in arguments.values()} - set(bounds):
+        bounds[index] = (-2**63, 2**63 - 1)   # a kernel's int argument is an int64
+    return [(index, low, high) for index, (low, high) in bounds.items()]
 
 
 class jit:  # noqa: N801 - the name users know from JAX
@@ -155,6 +195,11 @@ class jit:  # noqa: N801 - the name users know from JAX
         for name in static_argnames:
             if parameters and name not in named:
                 raise ValueError(f"ex.jit: static_argnames names {name!r}, which {fn.__name__} does not take")
+        takes_any = any(p.kind is p.VAR_POSITIONAL for p in parameters) or not parameters
+        for number in static_argnums:
+            if not isinstance(number, int) or number < 0 or (number >= len(positional) and not takes_any):
+                raise ValueError(f"ex.jit: static_argnums {number!r} is not a position {fn.__name__} takes "
+                                 f"(0 to {len(positional) - 1})")
         self.static_positions = frozenset(static_argnums) | {positional.index(n) for n in static_argnames
                                                              if n in positional}
         self.static_names = frozenset(static_argnames) | {positional[i] for i in static_argnums if i < len(positional)}
@@ -169,19 +214,20 @@ class jit:  # noqa: N801 - the name users know from JAX
         return f"ex.jit({getattr(self.fn, '__qualname__', self.fn)!r})"
 
     def _signature(self, args, kwargs):
-        """(key, flat [(where, value)], per-argument keys): what decides whether a trace can be replayed."""
+        """(key, flat [(where, value)]): what decides whether a trace can be replayed, and the arrays and
+        scalars that fill it."""
         flat: list = []
         parts = []
         for i, arg in enumerate(args):
             where = self.positional[i] if i < len(self.positional) else f"argument {i}"
             if i in self.static_positions:
-                parts.append(("static", _hashable(arg, where)))
+                parts.append((_STATIC, _hashable(arg, where)))
             else:
                 parts.append(_flatten(arg, flat, where))
         for name in sorted(kwargs):
             value = kwargs[name]
             if name in self.static_names:
-                parts.append((name, "static", _hashable(value, name)))
+                parts.append((name, _STATIC, _hashable(value, name)))
             else:
                 parts.append((name, _flatten(value, flat, name)))
         return tuple(parts), flat
@@ -191,10 +237,10 @@ class jit:  # noqa: N801 - the name users know from JAX
             return self.fn(*args, **kwargs)   # inside grad or another trace: the outer one sees fn's graph
         key, flat = self._signature(args, kwargs)
         options = realize.evaluation_options()
-        entry = self.entries.get((key, options))
-        if entry is not None and all(realize.value_key(flat[i][1]) == v for i, v in entry.sensitive):
-            counters.count("jit_replays")
-            return self._replay(entry, flat)
+        for entry in self.entries.get((key, options), ()):
+            if entry.holds_for(flat):
+                counters.count("jit_replays")
+                return self._replay(entry, flat)
         return self._trace(key, options, flat, args, kwargs)
 
     def _replay(self, entry: _Entry, flat: list):
@@ -204,16 +250,11 @@ class jit:  # noqa: N801 - the name users know from JAX
         return _rebuild(entry.output, iter([Array(None, v) for v in values]))
 
     def _trace(self, key, options, flat, args, kwargs):
-        self._note_trace(key)
-        counters.count("jit_traces")
         leaves: dict[int, int] = {}
-        by_buffer: dict[int, int] = {}
         stand_ins = []
         for i, (_, value) in enumerate(flat):
             node = graph.argument_scalar(value) if type(value) in _PYTHON_SCALARS else graph.buffer(value)
             leaves[id(node)] = i
-            if node.op is BUFFER:
-                by_buffer[id(node.buffer)] = i
             stand_ins.append(Array(node))
         values = iter(stand_ins)
         call_args = [arg if i in self.static_positions else _rebuild(part, values)
@@ -225,7 +266,8 @@ class jit:  # noqa: N801 - the name users know from JAX
             out = self.fn(*call_args, **call_kwargs)
             found: list[Array] = []
             output = _output_leaves(out, found)
-        roots = tuple(a._graph_node() for a in found)
+        # A scalar argument returned as it is: its value as a 0-d array, as asarray makes of a scalar.
+        roots = tuple(asarray(a)._graph_node() for a in found)
         try:
             launch = realize.bind(roots) if roots else None
         except CompilerMissing:
@@ -233,9 +275,11 @@ class jit:  # noqa: N801 - the name users know from JAX
         if launch is None:   # nothing to plan, or NumPy evaluates it (no compiler): no replay kept
             values = realize.evaluate(roots) if roots else []
             return _rebuild(output, iter([Array(None, v) for v in values]))
+        self._note_trace(key)
+        counters.count("jit_traces")
         arrays, scalars, derived, sensitive = [], [], [], []
         for slot, leaf in enumerate(launch.leaves):
-            source = _source(leaf, leaves, by_buffer)
+            source = _source(leaf, leaves)
             if source is None:
                 continue                            # captured: read in place on every call
             index, steps = source
@@ -247,12 +291,15 @@ class jit:  # noqa: N801 - the name users know from JAX
                 derived.append((slot, index, steps))
             else:
                 arrays.append((slot, index))
+        bounds = _integer_bounds(roots, {id(n): i for n, i in ((a._graph_node(), i) for i, a in enumerate(stand_ins))
+                                         if n.op is SCALAR and type(n.arg) is int})
         results = realize.run_bound(launch, [], [])
         entry = _Entry(realize.unbind(launch, [s for s, _ in arrays] + [s for s, _, _ in derived],
                                       [s for s, _ in scalars]),
-                       tuple(arrays), tuple(scalars), tuple(derived), tuple(sensitive), output)
+                       tuple(arrays), tuple(scalars), tuple(derived), tuple(sensitive), tuple(bounds), output)
         with self.lock:
-            self.entries[(key, options)] = entry
+            kept = self.entries.get((key, options), [])
+            self.entries[(key, options)] = [entry, *kept][:PLANS_PER_SIGNATURE]
         return _rebuild(output, iter([Array(None, v) for v in results]))
 
     def _note_trace(self, key) -> None:
@@ -263,8 +310,8 @@ class jit:  # noqa: N801 - the name users know from JAX
             changed = _changed(previous, key, self.positional)
             warnings.warn(f"ex.jit({getattr(self.fn, '__qualname__', self.fn)}) has been traced {self.traces} times; "
                           f"{changed}. Each new signature (shapes, dtypes, layouts, static values) traces and plans "
-                          f"again: keep it fixed, or mark a changing Python value as a runtime scalar (not static)",
-                          RuntimeWarning, stacklevel=3)
+                          f"again: keep it fixed, or pass a changing Python number as a runtime scalar (not static)",
+                          RuntimeWarning, stacklevel=4)
 
 
 def _changed(before: tuple, after: tuple, positional: list) -> str:
@@ -274,10 +321,12 @@ def _changed(before: tuple, after: tuple, positional: list) -> str:
     for i, (a, b) in enumerate(zip(before, after)):
         if a != b:
             name = positional[i] if i < len(positional) else f"argument {i}"
-            if isinstance(b, tuple) and b and isinstance(b[0], str) and b[0] not in (_ARRAY, _SCALAR, "static"):
+            if isinstance(b, tuple) and b and isinstance(b[0], str) and b[0] not in (_ARRAY, _SCALAR, _STATIC):
                 name = b[0]
             return f"argument {name!r} changed from {_shown(a)} to {_shown(b)}"
-    return "the settings (fast_math, rules, backend) changed"
+    return ("the signature is the same, but a scalar argument changed value where the plan depends on it (a "
+            "rewrite rule read it, as x * c reads c == 1), or an int argument left the range of the integers it "
+            "meets, or the settings (fast_math, rules, backend) changed")
 
 
 def _shown(part) -> str:
@@ -287,10 +336,11 @@ def _shown(part) -> str:
 
 
 def _hashable(value, where: str):
+    """``value`` as it keys a trace: with its type, as 2 and 2.0 are equal but trace differently."""
     try:
         hash(value)
     except TypeError:
         raise TypeError(f"ex.jit: static argument {where} must be hashable (it keys the trace), got "
                         f"{type(value).__name__}") from None
-    return value
+    return (type(value), value)
 

@@ -253,6 +253,10 @@ def _samples(b: Bounds) -> tuple[np.ndarray, np.ndarray]:
     return points, exhaustive | ~b.free | nan
 
 
+def _caller_compute(node: Node) -> tuple:
+    return opdefs.get(node.op).compute_dtypes(tuple(s.signature_item() for s in node.src), node.arg)
+
+
 def _caller(node: Node):
     """The op of ``node`` as the exact-float32 reference computes it, over arrays of any leading shape
     (unrounded: float32 ops give float64); ``params`` replaces the node's (a reduction's axes)."""
@@ -321,6 +325,8 @@ def _enclose_elementwise(node: Node, inputs: list, ulps: dict, real: bool) -> Bo
             centers.append(src.arg)
             continue
         points, exhaustive = _samples(b)
+        if src.weak:   # a value of Python scalars: converted to what it meets, as the kernel converts it
+            points = points.astype(_caller_compute(node)[i])
         sizes[i] = len(points)
         args.append(points.reshape((1,) * i + (len(points),) + (1,) * (n - 1 - i + nd - len(src.shape)) + src.shape))
         centers.append(b.center)
