@@ -58,15 +58,16 @@ def _is_namedtuple(kind) -> bool:
 
 def _flatten(tree, leaves: list, where: str):
     """The structure of ``tree`` (the key part), its arrays and Python scalars appended to ``leaves`` as
-    (where, value). Arrays are NumPy arrays in native byte order (an exprgen Array computed first)."""
+    values. Arrays are NumPy arrays in native byte order (an exprgen Array computed first); ``where`` names
+    the argument in an error."""
     kind = type(tree)
     if kind is np.ndarray:
         if not tree.dtype.isnative:   # as asarray does: kernels read native numbers
             tree = tree.astype(tree.dtype.newbyteorder("="))
-        leaves.append((where, tree))
+        leaves.append(tree)
         return (_ARRAY, tree.dtype, tree.shape, tree.strides)
     if kind in _PYTHON_SCALARS:
-        leaves.append((where, tree))
+        leaves.append(tree)
         return (_SCALAR, kind)
     if kind is Array:
         return _flatten(tree.numpy(), leaves, where)
@@ -121,7 +122,7 @@ def _output_leaves(tree, found: list, where: str = "the result"):
 class _Entry:
     """One traced signature: its bound plan, what fills each argument's leaf slots, the output structure."""
 
-    __slots__ = ("launch", "arrays", "scalars", "derived", "sensitive", "bounds", "output")
+    __slots__ = ("launch", "arrays", "scalars", "derived", "sensitive", "bounds", "checked", "output")
 
     def __init__(self, launch, arrays, scalars, derived, sensitive, bounds, output):
         self.launch = launch          # realize's bound plan (its argument registers emptied)
@@ -130,11 +131,12 @@ class _Entry:
         self.derived = derived        # (slot, index, view steps): views of an argument (x.T, x[1:])
         self.sensitive = sensitive    # (index, value key): scalars whose values the plan depends on
         self.bounds = bounds          # (index, low, high): an int argument must fit the integers it meets
+        self.checked = bool(sensitive or bounds)
         self.output = output
 
     def holds_for(self, flat: list) -> bool:
-        return (all(realize.value_key(flat[i][1]) == v for i, v in self.sensitive)
-                and all(low <= flat[i][1] <= high for i, low, high in self.bounds))
+        return (all(realize.value_key(flat[i]) == v for i, v in self.sensitive)
+                and all(low <= flat[i] <= high for i, low, high in self.bounds))
 
 
 def _source(leaf: Node, arguments: dict[int, int]):
@@ -214,11 +216,15 @@ class jit:  # noqa: N801 - the name users know from JAX
         return f"ex.jit({getattr(self.fn, '__qualname__', self.fn)!r})"
 
     def _signature(self, args, kwargs):
-        """(key, flat [(where, value)]): what decides whether a trace can be replayed, and the arrays and
-        scalars that fill it."""
+        """(key, flat values): what decides whether a trace can be replayed, and the arrays and scalars that
+        fill it."""
         flat: list = []
         parts = []
         for i, arg in enumerate(args):
+            if type(arg) is np.ndarray and arg.dtype.isnative and i not in self.static_positions:   # the common case
+                flat.append(arg)
+                parts.append((_ARRAY, arg.dtype, arg.shape, arg.strides))
+                continue
             where = self.positional[i] if i < len(self.positional) else f"argument {i}"
             if i in self.static_positions:
                 parts.append((_STATIC, _hashable(arg, where)))
@@ -238,21 +244,22 @@ class jit:  # noqa: N801 - the name users know from JAX
         key, flat = self._signature(args, kwargs)
         options = realize.evaluation_options()
         for entry in self.entries.get((key, options), ()):
-            if entry.holds_for(flat):
+            if not entry.checked or entry.holds_for(flat):
                 counters.count("jit_replays")
                 return self._replay(entry, flat)
         return self._trace(key, options, flat, args, kwargs)
 
     def _replay(self, entry: _Entry, flat: list):
-        bound = [(slot, flat[i][1]) for slot, i in entry.arrays]
-        bound += [(slot, views.apply(flat[i][1], steps)) for slot, i, steps in entry.derived]
-        values = realize.run_bound(entry.launch, bound, [(slot, flat[i][1]) for slot, i in entry.scalars])
+        bound = [(slot, flat[i]) for slot, i in entry.arrays]
+        if entry.derived:
+            bound += [(slot, views.apply(flat[i], steps)) for slot, i, steps in entry.derived]
+        values = realize.run_bound(entry.launch, bound, [(slot, flat[i]) for slot, i in entry.scalars])
         return _rebuild(entry.output, iter([Array(None, v) for v in values]))
 
     def _trace(self, key, options, flat, args, kwargs):
         leaves: dict[int, int] = {}
         stand_ins = []
-        for i, (_, value) in enumerate(flat):
+        for i, value in enumerate(flat):
             node = graph.argument_scalar(value) if type(value) in _PYTHON_SCALARS else graph.buffer(value)
             leaves[id(node)] = i
             stand_ins.append(Array(node))
@@ -286,7 +293,7 @@ class jit:  # noqa: N801 - the name users know from JAX
             if leaf.op is SCALAR:
                 scalars.append((slot, index))
                 if slot in launch.plan.sensitive:
-                    sensitive.append((index, realize.value_key(flat[index][1])))
+                    sensitive.append((index, realize.value_key(flat[index])))
             elif steps:
                 derived.append((slot, index, steps))
             else:
