@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import exprgen as ex
-from exprgen.testing import assert_close, check_values, tolerance
+from exprgen.testing import assert_close, assert_matches_reference, check_values, tolerance
 
 with warnings.catch_warnings():   # hypothesis warns that exprgen's version string is newer than it knows
     warnings.simplefilter("ignore")
@@ -394,13 +394,14 @@ def test_statistical_and_searching_functions(dtype, data):
                 checks.add(getattr(ex, name)(x, **kw), getattr(np, name)(x_np, **kw), f"{name}({kw})")
         if dtype.kind == "f":
             correction = data.draw(st.sampled_from([0, 1, 0.5]), label="correction")
-            for name in ("var", "std"):   # NumPy's value within the tolerance of exprgen's formula
+            for name in ("var", "std"):   # NumPy's value, and the compiled kernel's, within exprgen's formula's
                 got = getattr(ex, name)(x, correction=correction, **kw)
                 want = getattr(np, name)(x_np, ddof=correction, **kw)
                 if reduced - correction <= 0:   # the standard: NaN (NumPy: inf, or NaN for 0 / 0)
                     want = np.full_like(want, np.nan)
                 assert (got.dtype, got.shape) == (want.dtype, want.shape)
                 check_values([want], got)
+                assert_matches_reference(got)
         one_axis = axis if not isinstance(axis, tuple) else None
         if numeric and x.size and (one_axis is None or shape[one_axis]):
             for name in ("argmax", "argmin"):   # the first NaN, else the first extreme (NumPy's)
