@@ -158,6 +158,11 @@ template <class T> static inline T floor_divide(T a, T b) {
   if (div - floordiv > T(0.5)) floordiv += T(1);
   return floordiv;
 }
+// float32 through float64: in float, a - fmod(a, b) and its quotient each round, so the floor is lost once
+// the quotient passes 2**22 (NumPy's float32 loop is off by one there: 8781.423f // -0.00075551466f gives
+// -11623102 for -11623101). For float32 operands both steps are exact in double, and the float32 result
+// is the float64 one rounded once, the truth every float32 kernel is measured against.
+template <> inline float floor_divide(float a, float b) { return float(floor_divide(double(a), double(b))); }
 // Integers: division by zero gives 0 and MIN // -1 wraps to MIN, as in NumPy (no trap).
 #define EG_INT_DIVISION(T)                                                      \
   template <> inline T floor_divide(T a, T b) {                                 \

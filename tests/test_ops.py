@@ -17,8 +17,10 @@ dtype combination at once, so a failure still names the op and its dtypes.
 
 from __future__ import annotations
 
+import fractions
 import functools
 import itertools
+import math
 import zlib
 
 import numpy as np
@@ -563,3 +565,17 @@ def test_float32_negative_tails_round_once(name, low, high, exact):
     expected = exact(x.astype(np.float64)).astype(np.float32)
     assert (expected != 0).all() and (np.abs(expected) < np.finfo(np.float32).tiny).any()
     assert_close(ex.apply(name, ex.asarray(x)).numpy(), expected, ulp=opdefs.get(name).tolerance_ulp(dtypes.FLOAT32))
+
+
+def test_float32_floor_divide_is_the_exact_floor_below_2_to_the_24():
+    # NumPy's float32 loop is off by one for quotients past 2**22 (its a - fmod(a, b) rounds); exprgen
+    # computes in float64, exact for float32 operands: the floor of the real quotient.
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(4000) * rng.choice([1, 1e3, 1e6, 1e9], 4000)).astype(np.float32)
+    y = (rng.standard_normal(4000) * rng.choice([1e-3, 1, 10, 1e3], 4000)).astype(np.float32)
+    x, y = np.append(x, np.float32(8781.423)), np.append(y, np.float32(-0.00075551466))
+    got = ex.floor_divide(ex.asarray(x), ex.asarray(y)).numpy()
+    for a, b, q in zip(x, y, got):
+        exact = math.floor(fractions.Fraction(float(a)) / fractions.Fraction(float(b)))
+        if abs(exact) < 2**24:
+            assert q == exact, (a, b, q, exact)
