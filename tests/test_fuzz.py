@@ -58,8 +58,9 @@ settings.register_profile("fuzz", deadline=None, print_blob=True, suppress_healt
 if PROFILE not in ("ci", "fuzz"):
     raise ValueError(f"EXPRGEN_FUZZ_PROFILE must be ci or fuzz, not {PROFILE!r}")
 # Cases per property and round: ci's total is what make test affords; fuzz's is one round's worth.
-EXAMPLES = {"ci": {"compiled": 250, "rewrite": 1500, "op_by_op": 50, "disk": 25, "cuda": 10, "grad": 50},
-            "fuzz": {"compiled": 60, "rewrite": 500, "op_by_op": 15, "disk": 10, "cuda": 20, "grad": 15}}[PROFILE]
+EXAMPLES = {"ci": {"compiled": 250, "rewrite": 1500, "op_by_op": 50, "disk": 25, "cuda": 10, "grad": 50, "large": 4},
+            "fuzz": {"compiled": 60, "rewrite": 500, "op_by_op": 15, "disk": 10, "cuda": 20, "grad": 15,
+                     "large": 3}}[PROFILE]
 MINUTES = float(os.environ.get("EXPRGEN_FUZZ_MINUTES", 20))
 DEADLINE = float(os.environ.get("EXPRGEN_FUZZ_DEADLINE") or time.time() + 60 * MINUTES)
 # More rounds than the minutes can hold (a round of one property takes seconds to a minute), the rest
@@ -151,7 +152,21 @@ def summarize(directory: str) -> str:
 CASES = expressions(max_depth=6, max_steps=12, max_roots=6)
 
 
+# Sizes past the loops' boundaries, which CASES' few dozen elements never reach: a 64-element SIMD block and
+# its tail, the prefetch 4 KB ahead, rows long enough to be reduced in several parts and merged, and an
+# output of 16 MB and more (streamed, non-temporal stores). A few per run: each is large.
+LARGE_CASES = expressions(max_depth=3, max_steps=3, max_roots=2,
+                          shapes=st.sampled_from([(67,), (4101,), (3, 70001), (2**22 + 5,)]))
+
+
 # -- the properties -----------------------------------------------------------------------------------
+@profile("large")
+@given(case=LARGE_CASES)
+def test_large_cases_match_reference(fuzz_round, case):
+    assume(max(a.size for a in case.build()) >= 64)   # a result as large as the drawn shape, not a broadcast 1
+    record("large", case, compare(case))
+
+
 @profile("compiled")
 @given(case=CASES)
 def test_compiled_matches_reference(fuzz_round, case):

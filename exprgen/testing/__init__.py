@@ -17,12 +17,12 @@ from .checking import (SAMPLES, Bounds, Comparison, assert_close, assert_matches
                        tolerance_table, ulp_bound, ulp_distance)
 from .strategies import (DEFAULT_DTYPES, GENERIC_DOMAIN, special_values, domain_edges, edge_values,
                          domain_elements, array_dtypes, array_shapes, broadcastable_shapes, arrays, domain_arrays,
-                         Leaf, array_views, COMPOSITES, VIEWS, PATTERN, FULL_SHAPES, Ref, Call, Case, vocabulary,
+                         Leaf, spread, array_views, COMPOSITES, VIEWS, PATTERN, FULL_SHAPES, Ref, Call, Case, vocabulary,
                          expressions)
 
 __all__ = ["Bounds", "COMPOSITES", "Call", "Case", "Comparison", "DEFAULT_DTYPES", "FULL_SHAPES", "GENERIC_DOMAIN",
     "Leaf", "PATTERN", "Ref", "SAMPLES", "VIEWS", "array_dtypes", "array_shapes", "array_views", "arrays",
     "assert_close", "assert_matches_reference", "assert_rewrite_keeps_values", "broadcastable_shapes",
     "check_values", "compare", "defines_signed_zero", "domain_arrays", "domain_edges", "domain_elements",
-    "edge_values", "enclose", "expressions", "special_values", "tolerance", "tolerance_table", "ulp_bound",
+    "edge_values", "enclose", "expressions", "special_values", "spread", "tolerance", "tolerance_table", "ulp_bound",
     "ulp_distance", "vocabulary"]

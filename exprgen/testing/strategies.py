@@ -137,13 +137,27 @@ def domain_arrays(op: opdefs.OpDef, dtype, shape, index: int = 0):
     return arrays(dtype, shape, op, index)
 
 
+# Past this many elements an array's values are not each drawn (hypothesis takes a few thousand choices
+# per example at most): a block of them is, spread over the array by a drawn seed (``spread``).
+SPREAD_ABOVE = 1024
+SPREAD_BLOCK = 64
+
+
+def spread(block: np.ndarray, shape: tuple, seed: int) -> np.ndarray:
+    """An array of ``shape`` whose every element is one of ``block``'s, chosen by ``seed``: a large fuzzed
+    input, each drawn value (the edges too) in many places, neighbours unrelated, so that a kernel reading
+    the wrong element is seen."""
+    return np.random.default_rng(seed).choice(block, size=shape)
+
+
 @dataclass(frozen=True, eq=False)
 class Leaf:
     """An input: ``base`` (contiguous) seen through NumPy ``layout`` steps: ("getitem", index),
-    ("transpose", axes) or ("broadcast_to", shape)."""
+    ("transpose", axes) or ("broadcast_to", shape). A large base is ``spread(*recipe)``, and prints so."""
 
     base: np.ndarray
     layout: tuple = ()
+    recipe: tuple | None = None   # (block, seed): base == spread(block, base.shape, seed)
 
     def array(self) -> np.ndarray:
         a = self.base
@@ -152,8 +166,14 @@ class Leaf:
         return a
 
     def source(self) -> str:
-        values = ", ".join(_literal(v) for v in self.base.ravel().tolist())
-        text = f"np.array([{values}], dtype=np.{self.base.dtype.name}).reshape({self.base.shape})"
+        if self.recipe is not None:
+            block, seed = self.recipe
+            values = ", ".join(_literal(v) for v in block.tolist())
+            text = (f"exprgen.testing.spread(np.array([{values}], dtype=np.{block.dtype.name}), "
+                    f"{self.base.shape}, {seed})")
+        else:
+            values = ", ".join(_literal(v) for v in self.base.ravel().tolist())
+            text = f"np.array([{values}], dtype=np.{self.base.dtype.name}).reshape({self.base.shape})"
         for kind, arg in self.layout:
             text = (f"{text}[{_index_source(arg)}]" if kind == "getitem" else f"{text}.transpose({arg})"
                     if kind == "transpose" else f"np.broadcast_to({text}, {arg})")
@@ -185,8 +205,13 @@ def _layouts(draw, shape: tuple) -> tuple[tuple, tuple]:
 
 
 def _leaf(draw, dtype, shape: tuple, op=None, index: int = 0, edges: bool = True) -> Leaf:
+    from hypothesis import strategies as st
+
     base_shape, layout = _layouts(draw, shape)
-    return Leaf(draw(arrays(dtype, base_shape, op, index, edges)), layout)
+    if math.prod(base_shape) <= SPREAD_ABOVE:
+        return Leaf(draw(arrays(dtype, base_shape, op, index, edges)), layout)
+    block, seed = draw(arrays(dtype, (SPREAD_BLOCK,), op, index, edges)), draw(st.integers(0, 2**32 - 1))
+    return Leaf(spread(block, base_shape, seed), layout, (block, seed))
 
 
 def array_views(dtype, shape, op: opdefs.OpDef | str | None = None, index: int = 0, edges: bool = True):
@@ -280,7 +305,8 @@ class Case:
 
     def source(self, check: bool = True) -> str:
         user = sorted({c.args[0] for _, c in self.calls if c.function == "apply"})
-        lines = ["import numpy as np", "import exprgen as ex", "from exprgen.testing import assert_matches_reference", ""]
+        lines = ["import numpy as np", "import exprgen as ex", "import exprgen.testing",
+                 "from exprgen.testing import assert_matches_reference", ""]
         lines += [f"# {name}: a user op, defined with ex.elementwise before this runs" for name in user]
         lines += [f"{name} = ex.asarray({leaf.source()})" for name, leaf in self.leaves]
         lines += [f"{name} = {call.source()}" for name, call in self.calls]
