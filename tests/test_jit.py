@@ -328,3 +328,21 @@ def test_big_endian_arguments_and_typed_static_values():
     assert h(np.arange(3), 2).dtype == np.int64 and h(np.arange(3), 2.0).dtype == np.float64
     with pytest.raises(ValueError, match="static_argnums"):
         ex.jit(lambda x: x, static_argnums=-1)
+
+
+def test_argument_forms_and_the_interpreter_backend():
+    f = ex.jit(lambda a, s, nothing=None, *, k: (ex.asarray(a) * s + k, np.arange(2.0), nothing))
+    lazy = ex.asarray(np.arange(3.0)) * 2          # an unevaluated Array argument is computed first
+    for k in (1.0, 5.0):
+        total, constant, nothing = f(lazy, np.float32(3), None, k=k)
+        np.testing.assert_array_equal(total.numpy(), np.arange(3.0) * 2 * 3 + k)
+        np.testing.assert_array_equal(constant.numpy(), np.arange(2.0))
+        assert nothing is None
+    ex.reset_stats()
+    with ex.config(backend="numpy"):               # NumPy evaluates: nothing to replay, nothing traced
+        total, _, _ = f(lazy, np.float32(3), None, k=2.0)
+    np.testing.assert_array_equal(total.numpy(), np.arange(3.0) * 6 + 2)
+    assert ex.stats()["jit"]["traces"] == 0
+    with pytest.raises(TypeError, match="needs a function"):
+        ex.jit(3)
+    assert "lambda" in repr(f)
