@@ -87,6 +87,20 @@ def test_eval_writes_into_out_buffers(x):
     np.testing.assert_array_equal(strided, x - 1)
 
 
+def test_out_on_the_numpy_path(x):
+    # The interpreter backend, and a one-element graph NumPy computes exactly as a kernel would: the values
+    # are computed by NumPy, then written into the out= buffers (strided ones too).
+    a = ex.asarray(x)
+    with ex.config(backend="numpy"):
+        out = np.zeros(2 * x.size, x.dtype)[::2]
+        assert ex.eval(a * 2, out=out) is out
+    np.testing.assert_array_equal(out, x * 2)
+    one, into = ex.asarray(np.array([3], np.int64)), np.zeros(1, np.int64)
+    ex.reset_stats()
+    ex.eval(one * 5 + 1, out=into)
+    assert into[0] == 16 and ex.stats()["kernels_launched"] == 0
+
+
 def test_out_may_be_the_input_itself(x):
     buf = x.copy()
     ex.eval(ex.asarray(buf) * 3, out=buf)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import exprgen as ex
 from exprgen.ir import graph, opdefs
+from exprgen.testing import assert_matches_reference
 from exprgen.api import user_rules as rules
 from exprgen.rewrite.rules import BUILTIN
 from exprgen.rewrite.pattern import Pat, Rewriter, Rule
@@ -236,6 +237,32 @@ def test_user_rule_fires_and_debug_mode_checks_it():
     assert "x*2 -> x+x" not in ex.explain(ex.asarray(np.ones(2)) * 2)
 
 
+def test_debug_mode_checks_user_rules_on_integers_bools_and_accurate_rules():
+    x = rules.var("x")
+    good = [rules.register(x * 4, lambda x: ex.left_shift(x, 2), algebra="x*4 -> x<<2 (ints)"),
+            rules.register(rules.call("logical_and", x, x), lambda x: x, algebra="x and x -> x"),
+            rules.register(rules.call("exp", x) * rules.call("exp", x), lambda x: ex.exp(x + x), kind="accurate",
+                           algebra="exp(x)*exp(x) -> exp(2x)")]
+    bad = [rules.register(x * 3, lambda x: x + x, algebra="x*3 -> x+x (wrong)"),
+           rules.register(rules.call("logical_or", x, x), lambda x: ~x, algebra="x or x -> not x (wrong)"),
+           rules.register(rules.call("expm1", x), lambda x: x, kind="accurate", algebra="expm1(x) -> x (wrong)")]
+    try:
+        i = ex.asarray(np.array([3, -7, 0], np.int32))
+        b = ex.asarray(np.array([True, False]))
+        f = ex.asarray(np.array([0.5, -2.0]))
+        with ex.config(debug=True):
+            np.testing.assert_array_equal((i * 4).numpy(), [12, -28, 0])
+            np.testing.assert_array_equal(ex.logical_and(b, b).numpy(), [True, False])
+            np.testing.assert_allclose((ex.exp(f) * ex.exp(f)).numpy(), np.exp([1.0, -4.0]), rtol=1e-12)
+            for wrong, name in [(lambda: i * 3, "x\\*3"), (lambda: ex.logical_or(b, b), "x or x"),
+                                (lambda: ex.expm1(f), "expm1")]:
+                with pytest.raises(rules.RewriteCheckError, match=name):
+                    wrong().numpy()
+    finally:
+        for rule in good + bad:
+            rules.unregister(rule)
+
+
 def test_user_elementwise_op_fuses_and_matches_its_reference():
     softsign = ex.elementwise("softsign_test", "x / (1 + absolute(x))", lambda x: x / (1 + np.abs(x)),
                               vjp="g / ((1 + abs(x)) * (1 + abs(x)))", dtypes=["float32", "float64"])
@@ -292,3 +319,14 @@ def test_a_user_op_s_float_literals_are_typed_as_its_compute_type():
     got = bumped(ex.asarray(xs)).numpy()
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, xs * np.float32(3) + np.float32(1e-3))   # float32 arithmetic, bit for bit
+
+
+def test_a_constant_folded_by_a_rewrite_is_read_by_the_compiled_kernel():
+    # float32(2.5) of a Python scalar is folded into a float32 buffer, which the kernel then reads: the
+    # plan's constants (and a new scalar in the same place plans again, as the fold read it).
+    x = ex.asarray(np.linspace(-1, 1, 40, dtype=np.float32))
+    for value in (2.5, -0.75):
+        constant = ex.Array(graph.apply("astype", graph.scalar(value), params=("float32",)))
+        assert "op(scalars...) -> its value" in ex.explain(ex.sin(x) * constant)
+        (got,) = assert_matches_reference(ex.sin(x) * constant)
+        assert got.dtype == np.float32
