@@ -561,6 +561,9 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None) -> Array:
     conversion to ``dtype`` is lazy, fused into whatever reads it); True gives memory of its own (an Array's
     copy is made when it is computed); False never copies and raises ValueError where it would have to.
     """
+    if (type(obj) is np.ndarray and dtype is None and copy is None and device is None
+            and obj.dtype in dtypes.SUPPORTED and getattr(_default_device, "name", None) is None):
+        return Array(graph.buffer(obj), obj)   # the usual call, a NumPy array read in place: nothing to decide
     check_device(device)
     dtype = None if dtype is None else dtypes.as_dtype(dtype)
     if isinstance(obj, Array):

@@ -176,14 +176,21 @@ def _make(op: str, src: tuple, arg, dtype: np.dtype, shape: tuple, hash_arg) -> 
 
 
 def buffer(array: np.ndarray) -> Node:
-    """A leaf reading ``array`` in place. Each call makes a distinct leaf: arrays are not hashable."""
+    """A leaf reading ``array`` in place. Each call makes a distinct leaf: arrays are not hashable, so no
+    other call can look it up, and it stays out of the hash-consing table (made on every asarray: a fresh
+    input each call is the common case)."""
     # A NumPy scalar's __array_interface__ points into a temporary copy, freed before a kernel runs.
     array = np.asarray(array)
-    dtypes.check_supported(array.dtype)
-    ident = next(_buffer_ids)
-    node = _make(BUFFER, (), ident, array.dtype, tuple(array.shape), ident)
-    object.__setattr__(node, "buffer", array)
-    object.__setattr__(node, "address", array.__array_interface__["data"][0])
+    if array.dtype not in dtypes.SUPPORTED:
+        dtypes.check_supported(array.dtype)
+    node = object.__new__(Node)
+    _set(node, "op", BUFFER)
+    _set(node, "src", ())
+    _set(node, "arg", next(_buffer_ids))
+    _set(node, "dtype", array.dtype)
+    _set(node, "shape", array.shape)
+    _set(node, "buffer", array)
+    _set(node, "address", 0)   # a buffer's memory is its array's: the runtime asks the array (cheaper once)
     return node
 
 

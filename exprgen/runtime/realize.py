@@ -325,7 +325,11 @@ def _find_plan(roots: tuple[Node, ...], out, options: tuple) -> _Launch:
 def _leaf_pointer(leaf: Node):
     pointer = leaf.pointer
     if pointer is None:
-        pointer = _runner.address(leaf.address)
+        if leaf.op is BUFFER:   # a contiguous array's buffer is cffi's to view (fast), any other's by address
+            array = leaf.buffer
+            pointer = _own_pointer(array) if array.flags.c_contiguous else _runner.address(_address(array))
+        else:
+            pointer = _runner.address(leaf.address)
         leaf.annotate("pointer", pointer)
     return pointer
 
@@ -515,7 +519,7 @@ def _in_place_unsafe(out: list[np.ndarray], launch: _Launch) -> bool:
     for i, buf in enumerate(out):
         for slot, leaf in enumerate(launch.leaves):
             if leaf.op is BUFFER and np.may_share_memory(buf, leaf.buffer):
-                same = (_address(buf) == leaf.address and buf.strides == leaf.buffer.strides
+                same = (_address(buf) == _address(leaf.buffer) and buf.strides == leaf.buffer.strides
                         and buf.shape == leaf.shape)
                 if not same or _read_after_written(plan, slot, i):
                     return True
