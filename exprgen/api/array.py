@@ -127,12 +127,7 @@ def readable(nodes, what: str = "its value") -> None:
     """Raise TraceError if ``ex.jit`` is tracing and a node's value comes from a traced argument."""
     if not staging.depth:
         return
-    stack, seen = list(nodes), set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
+    for node in graph.reachable(nodes, _value_sources):
         if id(node) in staging.arguments:
             raise TraceError(f"inside ex.jit, {what} was asked of an array computed from the jitted function's "
                              f"arguments, which have no values while it is traced: Python control flow and "
@@ -140,11 +135,17 @@ def readable(nodes, what: str = "its value") -> None:
                              f"exprgen expression (ex.where for a branch), mark the argument static "
                              f"(static_argnames=...) if the function branches on it, or read the value from "
                              f"the jitted function's result")
-        stack.extend(node.src)
-        if node.view_of is not None:
-            stack.append(node.view_of[0])
-        if node.custom_vjp is not None:
-            stack.extend(node.custom_vjp[0])
+
+
+def _value_sources(node: Node) -> tuple:
+    """Where ``node``'s value comes from: its sources, the node a viewing buffer views, the inputs of a
+    value NumPy computed (``computed``)."""
+    found = node.src
+    if node.view_of is not None:
+        found = found + (node.view_of[0],)
+    if node.custom_vjp is not None:
+        found = found + tuple(node.custom_vjp[0])
+    return found
 
 
 class Array:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 import weakref
 from collections.abc import Callable, Container
 
@@ -477,6 +478,19 @@ def _reduces(node: Node) -> bool:
         n.annotate("reduces", n.op in reductions() or any(s.reduces for s in n.src))
         stack.pop()
     return node.reduces
+
+
+def reachable(roots, parents: Callable[[Node], tuple] = operator.attrgetter("src")):
+    """Every node reachable from ``roots`` through ``parents`` (default: the sources), each once, depth
+    first, as a generator: for a walk that may stop at the first node it is looking for."""
+    stack, seen = list(roots), set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        stack.extend(parents(node))
 
 
 def toposort(roots, done: Container[int] = frozenset()) -> list[Node]:

@@ -562,17 +562,11 @@ def _numpy_exact(roots: tuple[Node, ...]) -> bool:
     elements in a loop (``if x[i] > 0:``) never compiles."""
     if rules.USER or settings.option("fast_math"):
         return False
-    stack, seen = list(roots), set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
+    for node in graph.reachable(roots):
         if node.size > 1:   # a reduction of many elements has one, but NumPy sums in another order
             return False
         if node.op not in graph.LEAVES and node.op is not VIEW and not _exact_op(opdefs.get(node.op), node.dtype):
             return False
-        stack.extend(node.src)
     return True
 
 
