@@ -44,13 +44,13 @@ def test_expressions_built_on_a_computed_array_read_its_buffer(x):
     y = ex.exp(a)
     y.numpy()
     z = y + 1
-    assert "exp(" not in ex.explain(z).split("== rewrites")[0]
+    assert "exp(" not in ex.explain(z, verbose=True).split("== rewrites")[0]
     np.testing.assert_allclose(z.numpy(), np.exp(x) + 1, rtol=1e-6)
 
 
 def test_logistic_written_out_becomes_sigmoid(x):
     a = ex.asarray(x)
-    text = ex.explain(1 / (1 + ex.exp(-a)))
+    text = ex.explain(1 / (1 + ex.exp(-a)), verbose=True)
     assert "1/(1+exp(-x)) -> sigmoid(x)" in text
     assert "sigmoid" in text.split("== graph after rewriting")[1]
 
@@ -576,3 +576,18 @@ def test_a_node_is_fixed_once_made_and_learns_only_its_named_annotations():
     base = ex.asarray(np.arange(6.0).reshape(2, 3))
     view = base.T._graph_node()   # a transposed buffer is a buffer over the same memory
     assert view.view_of is not None and view.view_of[0] is base._graph_node()
+
+
+def test_explain_summarises_by_default_and_shows_everything_with_verbose():
+    x = ex.asarray(np.random.default_rng(1).standard_normal((64, 32)))
+
+    def f(x):
+        centred = x - ex.mean(x, axis=-1, keepdims=True)
+        return ex.sum(ex.softmax(centred / ex.sqrt(ex.var(x, axis=-1, keepdims=True) + 1e-5), axis=-1) ** 2)
+    value, grad = ex.value_and_grad(f)(x)
+    summary, full = ex.explain(value, grad), ex.explain(value, grad, verbose=True)
+    kernels = summary.count("-- kernel ")
+    assert kernels >= 2 and summary.count("   key ") == kernels and "x**2 -> x*x" in summary
+    assert len(summary.splitlines()) < 15 * kernels and max(map(len, summary.splitlines())) <= 260
+    assert "extern \"C\"" not in summary and full.count("extern \"C\"") == kernels   # each kernel's source
+    assert "== graph after rewriting" in full and len(full.splitlines()) > 10 * len(summary.splitlines())

@@ -64,7 +64,7 @@ def demo(args) -> int:
     s = ex.stats()
     how = f"compiled in {s['compile_seconds']:.3f} s" if s["compiles"] else "kernel found in the disk cache"
     print(f"first evaluation: {first * 1e3:.1f} ms ({how}; {s['kernels_launched']} kernel launched)\n")
-    print(ex.explain(build()))   # y itself is now its computed values
+    print(ex.explain(build(), verbose=True))   # y itself is now its computed values; verbose: the source whole
     ex.reset_stats()
     second = _median_seconds(lambda: build().numpy(), 20)
     s = ex.stats()

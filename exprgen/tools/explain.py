@@ -3,6 +3,7 @@ each kernel's source, cache key and tier. Everything shown comes from the plan t
 
 from __future__ import annotations
 
+import collections
 import shutil
 import subprocess
 
@@ -25,21 +26,45 @@ def _graph_text(roots) -> list[str]:
     return lines
 
 
-def explain(*arrays) -> str:
+# A summary line is cut to this many characters, in its middle: a reason names the node it reads (a whole
+# expression, perhaps) before saying what it is.
+SUMMARY_CHARS = 200
+
+
+def _short(text: str) -> str:
+    if len(text) <= SUMMARY_CHARS:
+        return text
+    tail = SUMMARY_CHARS // 3
+    return text[:SUMMARY_CHARS - tail - 5] + " ... " + text[-tail:]
+
+
+def explain(*arrays, verbose: bool = False) -> str:
+    """What evaluating ``arrays`` does: the rules that fired, whether the plan holds for any scalar value,
+    and each kernel (or library call) with why the schedule cut there and its cache key and tier. With
+    ``verbose``, also the graph before and after rewriting (each shared subexpression named once), each
+    rewrite's nodes, and every kernel's source."""
     # A computed Array lets its expression go (its inputs may be large): its value's buffer is all there is.
     computed = [i for i, a in enumerate(arrays) if isinstance(a, Array) and a._node is None and a._make_node is None]
     roots = tuple(asarray(a)._graph_node() for a in arrays)
     plan = plan_for(roots)
     rewritten, log, reads = rewrite(roots)
-    out = ["== graph", *_graph_text(roots)]
+    before, after = toposort(roots), toposort(rewritten)
+    ops = sum(n.op not in LEAVES for n in before)
+    out = [f"== graph: {ops} op(s) over {sum(n.op in LEAVES for n in before)} input(s) (arrays and scalars); "
+           f"{sum(n.op not in LEAVES for n in after)} op(s) after rewriting"]
+    if verbose:
+        out += _graph_text(roots)
     if computed:
         out.append(f"   (array{'s' if len(computed) > 1 else ''} {', '.join(map(str, computed))} already computed: "
                    f"its value is a buffer now; explain an expression before asking for its value to see "
                    f"its rewrites and kernels)")
-    if log:
+    if log and verbose:
         out.append("== rewrites")
-        out += [f"  {algebra}:  {before!r}  ->  {after!r}" for algebra, before, after in log]
+        out += [f"  {algebra}:  {before_!r}  ->  {after_!r}" for algebra, before_, after_ in log]
         out += ["== graph after rewriting", *_graph_text(rewritten)]
+    elif log:
+        fired = collections.Counter(algebra for algebra, _, _ in log)
+        out.append("== rewrites: " + "; ".join(f"{a}" + (f" (x{n})" if n > 1 else "") for a, n in fired.items()))
     else:
         out.append("== rewrites: none fired")
     if reads:
@@ -50,9 +75,13 @@ def explain(*arrays) -> str:
         out.append("== scalars are kernel arguments: a new value of any of them reuses this plan")
     out.append(f"== {len(plan.steps)} kernel(s)")
     for i, step in enumerate(plan.steps):
-        out.append(f"-- kernel {i}: key {step.key[:16]}, {step.tier}, source {step.source_path}")
-        out += [f"   why: {reason}" for reason in step.reasons]
-        out.append(step.source.split("namespace eg {", 2)[-1] if "namespace eg {" in step.source else step.source)
+        out.append(f"-- kernel {i}: {_short(step.summary)}")
+        out.append(f"   key {step.key[:16]}, {step.tier}" + (f", source {step.source_path}" if step.source_path else ""))
+        out += [f"   why: {reason if verbose else _short(reason)}" for reason in step.reasons]
+        if verbose:
+            out.append(step.source.split("namespace eg {", 2)[-1] if "namespace eg {" in step.source else step.source)
+    if not verbose:
+        out.append("(ex.explain(..., verbose=True): the graphs before and after rewriting, and each kernel's source)")
     return "\n".join(out)
 
 
