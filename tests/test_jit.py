@@ -346,3 +346,29 @@ def test_argument_forms_and_the_interpreter_backend():
     with pytest.raises(TypeError, match="needs a function"):
         ex.jit(3)
     assert "lambda" in repr(f)
+
+
+def test_second_review_a_trace_leaves_eager_typing_alone_and_scalar_arithmetic_is_checked():
+    xi = np.array([1, -2, 100, 0], np.int8)
+    compare = ex.jit(lambda x, n: ex.asarray(x) < n * 2)
+    np.testing.assert_array_equal(compare(xi, 150).numpy(), xi < 300)          # exact, as NumPy compares
+    np.testing.assert_array_equal(compare(xi, 1).numpy(), xi < 2)
+    np.testing.assert_array_equal((ex.asarray(xi) < 300).numpy(), xi < 300)   # eager, after the trace
+    with pytest.raises(OverflowError):
+        ex.asarray(xi) + 300
+    add = ex.jit(lambda x, n: ex.asarray(x) + n * 2)
+    np.testing.assert_array_equal(add(xi, 3).numpy(), xi + 6)
+    with pytest.raises(OverflowError):
+        add(xi, 150)                                                             # 300 does not fit int8
+    xf = np.full(4, 0.1, np.float32)
+    for f, eager in [(lambda x, s: ex.asarray(x) * ex.exp(s), ex.asarray(xf) * ex.exp(0.1)),
+                     (lambda x, s: ex.asarray(x) + ex.asarray(s * 2), ex.asarray(xf) + ex.asarray(0.2))]:
+        got = ex.jit(f)(xf, 0.1)
+        assert got.dtype == eager.dtype == np.float64
+        np.testing.assert_array_equal(got.numpy(), eager.numpy())
+    x2 = np.full(3, 0.2, np.float32)   # float32(0.2) > 0.2 in float64: True; in float32: False
+    got = ex.jit(lambda x, s: ex.asarray(x) > ex.broadcast_to(s * 2, x.shape))(x2, 0.1)
+    np.testing.assert_array_equal(got.numpy(), (ex.asarray(x2) > ex.broadcast_to(ex.asarray(0.2), x2.shape)).numpy())
+    assert got.numpy().all()
+    a, b = np.float32(8781.423), np.float32(-0.00075551466)   # one element or many: the same exact floor
+    assert (ex.asarray(np.array([a])) // ex.asarray(np.array([b]))).numpy()[0] == -11623101

@@ -568,8 +568,8 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None) -> Array:
     check_device(device)
     dtype = None if dtype is None else dtypes.as_dtype(dtype)
     if isinstance(obj, Array):
-        if obj._node is not None and obj._node.op is graph.SCALAR:
-            # A jitted function's scalar argument: as an array, what asarray makes of a Python scalar.
+        if obj._node is not None and obj._node.weak:
+            # A jitted function's scalar argument (or a value of them): what asarray makes of a Python scalar.
             obj = Array(graph.apply("astype", obj._node, params=(obj._node.dtype.name,)))
         if copy:
             return Array(graph.apply("astype", obj._graph_node(), params=((dtype or obj.dtype).name,)))

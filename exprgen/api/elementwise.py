@@ -9,7 +9,7 @@ import operator
 
 import numpy as np
 
-from ..ir import opdefs
+from ..ir import graph, opdefs
 from .array import Array, apply, asarray, astype, positional_signature
 
 
@@ -17,7 +17,10 @@ def op_function(name: str):
     op = opdefs.get(name)
 
     def function(*operands):
-        return apply(op.name, *operands)
+        result = apply(op.name, *operands)
+        if result._node.weak:   # of a jitted function's scalars alone: an array, as ex.exp(0.1) is in eager code
+            return Array(graph.apply("astype", result._node, params=(result.dtype.name,)))
+        return result
 
     function.__signature__ = positional_signature(*(("x",) if op.arity == 1 else (f"x{i + 1}" for i in range(op.arity))))
     function.__name__ = name

@@ -259,12 +259,16 @@ def _fit_scalars(op: opdefs.OpDef, src: tuple[Node, ...], compute: tuple[np.dtyp
     """NumPy refuses a Python int that does not fit the integer dtype it meets, except in a comparison,
     which it answers exactly: there the int becomes a strong int64 (a float64 past int64's range)."""
     fitted = list(src)
+    comparison = set(op.cast) == {"common"} and op.arity >= 2
     for i, (node, dtype) in enumerate(zip(src, compute)):
-        if node.op is SCALAR and type(node.arg) is int and dtype in dtypes.INTEGERS:
+        if node.weak_type is int and dtype in dtypes.INTEGERS and comparison and dtype != dtypes.INT64:
+            # A jitted function's int arithmetic, whose value is the next call's: compared exactly, at any value.
+            fitted[i] = apply("astype", node, params=("int64",))
+        elif node.op is SCALAR and type(node.arg) is int and dtype in dtypes.INTEGERS:
             info = np.iinfo(dtype)
             if info.min <= node.arg <= info.max:
                 continue
-            if set(op.cast) != {"common"} or op.arity < 2:
+            if not comparison:
                 raise OverflowError(f"Python integer {node.arg} out of bounds for {dtype.name} in {op.name}")
             wide = np.int64 if -2**63 <= node.arg < 2**63 else np.float64
             # A jitted function's argument stays one (converted in the kernel): its value is the next call's.
@@ -279,7 +283,7 @@ _typed: dict[tuple, tuple] = {}
 def _type_and_shape(name: str, src: tuple[Node, ...], params: tuple):
     """(op, dtype, shape, compute dtypes, any scalar input?) for ``name`` over inputs like ``src``; memoised,
     as it is on every op a user writes and depends only on the op, the input dtypes and shapes, and the params."""
-    key = (name, params, *[(n.signature_item(), n.shape) for n in src])
+    key = (name, params, *[(n.op is SCALAR, n.signature_item(), n.shape) for n in src])
     known = _typed.get(key)
     if known is None:
         op = opdefs.get(name)
@@ -291,7 +295,7 @@ def _type_and_shape(name: str, src: tuple[Node, ...], params: tuple):
         shapes = [node.shape for node in src]
         known = (op, op.result_dtype(signature, params),
                  contracted_shape(op.name, *shapes) if op.shape == "contract" else broadcast_shapes(*shapes),
-                 op.compute_dtypes(signature, params), any(node.op is SCALAR for node in src))
+                 op.compute_dtypes(signature, params), any(node.weak for node in src))
         if len(_typed) > 65536:
             _typed.clear()
         _typed[key] = known

@@ -53,6 +53,18 @@ def power(x, y):
     return np.where(negative, inverse, np.power(x, np.where(negative, 0, y)))
 
 
+def floor_divide(x, y):
+    """np.floor_divide, float32 through float64, as prelude.h computes it: NumPy's float32 loop is off by
+    one for quotients past 2**22 (its a - fmod(a, b) rounds), and the reference must be the kernel's value
+    where NumPy answers for it (one element)."""
+    result = np.floor_divide(x, y)
+    if np.asarray(result).dtype != FLOAT32:
+        return result
+    wide = [np.asarray(v).astype(FLOAT32).astype(np.float64) for v in (x, y)]   # operands as the kernel converts them
+    with np.errstate(all="ignore"):
+        return np.asarray(np.floor_divide(*wide)).astype(FLOAT32)
+
+
 def fma(x, y, z):
     """x*y+z rounded once, for floats: the inputs converted to the result dtype (as the kernel does), then
     float32 through float64 (where a float32 product is exact), float64 through long double."""
@@ -64,4 +76,4 @@ def fma(x, y, z):
     return (x * y + z).astype(dtype)
 
 
-HELPERS = {"erf": erf, "erfc": erfc, "logistic": logistic, "power": power, "fma": fma}
+HELPERS = {"erf": erf, "erfc": erfc, "logistic": logistic, "power": power, "fma": fma, "floor_divide": floor_divide}

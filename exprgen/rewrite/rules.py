@@ -245,7 +245,8 @@ def _implicit_broadcast(node: Node, reads: set) -> Node | None:
     the logits of an MLP step where 2 do)."""
     if node.op in LEAVES or node.op is VIEW or node.op in graph.reductions() or node.op in graph.library_ops():
         return None
-    src = tuple(s.src[0] if s.op is VIEW and _broadcast_only(s) else s for s in node.src)
+    # Not a view of a weak value (a jitted function's lr * 2): the view is a float64 array, its source not.
+    src = tuple(s.src[0] if s.op is VIEW and not s.src[0].weak and _broadcast_only(s) else s for s in node.src)
     return None if src == node.src else graph.apply(node.op, *src, params=node.arg)
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from .. import counters
 from ..api.array import Array, asarray, staging, tracing_depth
 from ..errors import CompilerMissing
-from ..ir import dtypes, graph, opdefs, views
+from ..ir import dtypes, graph, interpret, opdefs, views
 from ..ir.graph import SCALAR, Node
 from ..runtime import realize
 
@@ -156,25 +156,38 @@ def _source(leaf: Node, arguments: dict[int, int]):
 
 
 def _integer_bounds(roots, arguments: dict[int, int]) -> list[tuple[int, int, int]]:
-    """(argument index, low, high) for each int argument that meets an integer dtype: NumPy refuses a
-    Python int outside the dtype it meets (a comparison takes it exactly, as another graph), so a value
-    outside is traced again, where eager code would raise or compare exactly."""
-    bounds: dict[int, tuple[int, int]] = {}
+    """(argument index, low, high) for each int argument: NumPy refuses a Python int outside the integer
+    dtype it meets (a comparison takes it exactly, as another graph), so a value outside is traced again,
+    where eager code raises or compares exactly. Int arithmetic on arguments (``n * 2``) meeting a narrower
+    integer has its value checked now, as eager code would, and pins the arguments it is made of."""
+    bounds: dict[int, tuple[int, int]] = {index: (-2**63, 2**63 - 1) for index in arguments.values()}
+
+    def narrow(index: int, low: int, high: int) -> None:
+        old_low, old_high = bounds[index]
+        bounds[index] = (max(low, old_low), min(high, old_high))
+
     for node in graph.toposort(roots):
         if node.op in graph.LEAVES or node.op is graph.VIEW:
             continue
-        for position, source in enumerate(node.src):
-            index = arguments.get(id(source))
-            if index is None or source.op is not SCALAR or type(source.arg) is not int:
+        op = opdefs.get(node.op)
+        compute = op.compute_dtypes(tuple(s.signature_item() for s in node.src), node.arg)
+        for source, dtype in zip(node.src, compute):
+            if dtype not in dtypes.INTEGERS or not (source.op is SCALAR or source.weak_type is int):
                 continue
-            op = opdefs.get(node.op)
-            compute = op.compute_dtypes(tuple(s.signature_item() for s in node.src), node.arg)[position]
-            if compute in dtypes.INTEGERS:
-                info = np.iinfo(compute)
-                low, high = bounds.get(index, (-2**63, 2**63 - 1))
-                bounds[index] = (max(low, int(info.min)), min(high, int(info.max)))
-    for index in {i for i in arguments.values()} - set(bounds):
-        bounds[index] = (-2**63, 2**63 - 1)   # a kernel's int argument is an int64
+            info = np.iinfo(dtype)
+            if source.op is SCALAR:
+                if id(source) in arguments:
+                    narrow(arguments[id(source)], int(info.min), int(info.max))
+                continue
+            if dtype.itemsize == 8:
+                continue   # computed in 64 bits, as its value is: nothing narrows it
+            (value,) = interpret.evaluate([source])   # the arguments' values now, as eager code computes it
+            value = int(value)
+            if not info.min <= value <= info.max:
+                raise OverflowError(f"Python integer {value} out of bounds for {dtype.name} in {op.name}")
+            for leaf in graph.toposort([source]):
+                if id(leaf) in arguments:
+                    narrow(arguments[id(leaf)], leaf.arg, leaf.arg)
     return [(index, low, high) for index, (low, high) in bounds.items()]
 
 
