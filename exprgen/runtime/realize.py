@@ -5,15 +5,19 @@
         roots' = Rewriter(rules).rewrite(roots)       pattern.py + rules.py
         kernels = schedule(roots')                    schedule.py
         source = render(kernel, layout)               codegen/kinds.py
-        function = kernel_cache().get(source)         cache/store.py -> the backend's compile, load
+        functions = kernel_cache().get_all(sources)   cache/store.py -> the backend's compile (side by side), load
     launch = plan bound to leaves                     remembered on a single root, per options
-    run(launch, out)                                  allocate outputs, launch the kernels (its Runner)
+    run(launch, out)                                  allocate outputs, launch the kernels (its Runner),
+                                                      make the library calls (Call: matmul's BLAS)
 
 A plan is keyed by the graph's structure (ops, dtypes, leaf layouts) with Python scalar values left out:
 they are kernel arguments, so changing one never recompiles nor even re-plans. The exception is a value
 a rewrite rule read (``x*1 -> x`` reads the 1): the plan records which scalars those were and is reused
 only when they hold the same values again. Evaluating the same root again (hash-consing makes a rebuilt
 expression the same root) finds its launch on the node and skips the key, the lookup and the binding.
+
+``ex.jit`` keeps a bound plan and runs it again over other leaf values: ``bind`` gives it, ``unbind`` empties
+the slots the function's arguments fill, and ``run_bound`` fills them and runs the steps, building nothing.
 
 Everything a backend does is asked of it through ``backends.base``: the compiled one (``COMPILER``, the
 host's C++ backend) for kernels, pointers and launches, the interpreter (``registry.reference``) for a
