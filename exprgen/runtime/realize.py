@@ -296,7 +296,7 @@ def _make_call(kernel: Kernel, registers: dict) -> Call:
     return Call(function=op.call, operands=tuple(operands),
                 arrays=tuple(r for r, _ in operands) + (registers[id(node)],), inputs=len(operands),
                 total=node.size, reasons=list(kernel.reasons), summary=f"{node.op}({shown})",
-                source=f"out = {opdefs.get(node.op).numpy_src}  (called with out=, writing the result's buffer)")
+                source=f"out = {op.numpy_src}  (called with out=, writing the result's buffer)")
 
 
 def evaluation_options(out=None) -> tuple:
@@ -361,15 +361,17 @@ class _Launch:
         # of a call (pop and append are atomic): a kernel runs without the GIL, so an array two threads shared
         # could change under a running one.
         self.steps = [step if type(step) is Call else
-                      (step.function, step.total, step.ndim, step.shape, step.strides, self._scalars(step),
-                       step.parallel, step.arrays, varying, [])
+                      (step.function, step.total, step.ndim, step.shape, step.strides,
+                       _packed_scalars(step, self.registers), step.parallel, step.arrays, varying, [])
                       for step, varying in zip(plan.steps, plan.varying)]
         self.results = [register for register, _ in plan.results]
 
-    def _scalars(self, step: Step):
-        if not step.scalars:
-            return _runner.scalars(None)
-        return _runner.scalars(struct.pack(step.scalar_format, *[self.registers[r] for r in step.scalars]))
+
+def _packed_scalars(step: Step, registers: list):
+    """The kernel's scalar arguments, as it reads them, from these registers."""
+    if not step.scalars:
+        return _runner.scalars(None)
+    return _runner.scalars(struct.pack(step.scalar_format, *[registers[r] for r in step.scalars]))
 
 
 def _run(launch: _Launch, out) -> list[np.ndarray]:
@@ -484,9 +486,7 @@ def run_bound(launch: _Launch, arrays: list, scalars: list) -> list[np.ndarray]:
         if launch.scalar_steps:
             steps = steps.copy()
             for k in launch.scalar_steps:
-                step = launch.plan.steps[k]
-                packed = _runner.scalars(struct.pack(step.scalar_format, *[registers[r] for r in step.scalars]))
-                steps[k] = steps[k][:5] + (packed,) + steps[k][6:]
+                steps[k] = steps[k][:5] + (_packed_scalars(launch.plan.steps[k], registers),) + steps[k][6:]
     counters.count("plan_hit")
     return _execute(launch, None, registers, pointers, steps)
 
