@@ -23,7 +23,7 @@ ORDER = [
     "rewrite.pattern", "rewrite.rules",
     "schedule.fusion",
     "codegen.geometry", "codegen.render", "codegen.kinds",
-    "backends.base", "backends.memory", "backends.cpu", "backends.cuda", "backends.numpy", "backends.registry",
+    "backends.base", "backends.memory", "backends.cpu", "backends.cuda", "backends.cuda_host", "backends.numpy", "backends.registry",
     # the user's settings name a backend of the registry
     "settings",
     "cache.trust", "cache.store", "cache.kernelset", "cache.prebuild",

@@ -15,12 +15,14 @@ other modules' functions (``x.sum``, ``x.reshape``, ``x[key]``), are installed o
 Every op function (``ex.exp``, ``ex.add``, ...) is made here from its registry entry; a few take
 NumPy-style keyword arguments (``clip`` with ``None`` bounds, ``round(decimals=)``, ``gelu(approximate=)``).
 
-Devices: an Array lives on "cpu" (NumPy memory), the only device arrays can be on today. Asking for
-"cuda" or "cuda:N" (``asarray(..., device=)``, ``.to()``, ``with ex.device(...)``, a CUDA DLPack tensor)
-first finds out whether there is a GPU and says why not when there is none (no cuda-python, no driver, no
-device); on a machine with one it says that CUDA arrays are not wired into evaluation yet (CUDA kernels
-are rendered and compiled: ``exprgen prebuild --target cuda:sm_90``). DLPack exchanges CPU arrays with
-PyTorch, CuPy, JAX and NumPy without copying.
+Devices: an Array lives on "cpu" (NumPy memory) or, with CUDA host execution (``EXPRGEN_CUDA_HOST=1``,
+backends/cuda_host.py), on "cuda:0", whose memory is host memory that only that backend's kernels
+compute: ``asarray(..., device=)``, ``.to_device()`` and ``with ex.device(...)`` copy into it, ``.numpy()``
+copies out, and an expression over arrays of two devices raises graph.DeviceMismatch (nothing moves
+silently). Without host execution, asking for "cuda" first finds out whether there is a GPU and says why
+not when there is none (no cuda-python, no driver, no device); on a machine with one it says that GPU
+evaluation is not wired in yet (CUDA kernels are rendered and compiled: ``exprgen prebuild --target
+cuda:sm_90``). DLPack exchanges CPU arrays with PyTorch, CuPy, JAX and NumPy without copying.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ import weakref
 
 import numpy as np
 
-from ..errors import TraceError
+from ..errors import CudaUnavailable, TraceError
 from ..ir import dtypes, graph, opdefs
-from ..ir.graph import BUFFER, Node
+from ..backends import cuda_host
+from ..ir.graph import BUFFER, CPU, Node
 
 
 def _realize():
@@ -185,19 +188,22 @@ class Array:
 
     @property
     def device(self) -> str:
-        return CPU
+        node = self._node
+        return node.device if node is not None else CPU
 
     def to(self, device) -> Array:
-        """This array on ``device`` ("cpu", "cuda", "cuda:N"): itself, as arrays live on the CPU only."""
+        """This array on ``device`` ("cpu", "cuda", "cuda:N"): itself where it is, else a copy there."""
         name = normalize_device(device)
-        if name != CPU:
-            _refuse_cuda(name)
-        return self
+        if name == self.device:
+            return self
+        _open_device(name)
+        return Array(graph.buffer(self.numpy())) if name == CPU else asarray(self.numpy(), device=name)
 
     def to_device(self, device, /, *, stream=None) -> Array:
-        """The array API's ``to``: CPU arrays have no streams, so ``stream`` must be None."""
+        """The array API's ``to``: neither the CPU nor host execution has streams, so ``stream`` must be
+        None."""
         if stream is not None:
-            raise ValueError(f"stream must be None for arrays on the CPU, not {stream!r}")
+            raise ValueError(f"stream must be None for arrays on the CPU or in CUDA host execution, not {stream!r}")
         return self.to(device)
 
     @property
@@ -227,11 +233,16 @@ class Array:
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
         """DLPack export of the computed value: NumPy's capsule over the very same memory (a copy only with
         ``copy=True``). The memory is the CPU's, so ``stream`` must be None; NumPy's rules apply."""
+        if self.device != CPU:
+            raise BufferError(f"an array on {self.device} under CUDA host execution is host memory posing as "
+                              f"device memory: a DLPack consumer would read it as a GPU pointer. Export "
+                              f"x.to_device('cpu') instead")
         asked = {"stream": stream, "max_version": max_version, "dl_device": dl_device, "copy": copy}
         return self.numpy().__dlpack__(**{k: v for k, v in asked.items() if v is not None})
 
     def __dlpack_device__(self) -> tuple[int, int]:
-        return (DLPACK_CPU, 0)
+        device = self.device
+        return (DLPACK_CPU, 0) if device == CPU else (DLPACK_CUDA, int(device.partition(":")[2]))
 
     def __len__(self) -> int:
         if not self.shape:
@@ -246,15 +257,20 @@ class Array:
 
     # -- values -------------------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
-        """The value as a NumPy array (computed on first request, then kept; a buffer leaf is its value)."""
+        """The value as a NumPy array (computed on first request, then kept; a buffer leaf is its value). An
+        array on another device gives a copy in host memory."""
         node = self._node   # read once: another thread computing this Array may release it meanwhile
-        if self._value is None:
-            if staging.depth:
-                readable((node,))
-            if node.op is BUFFER:
-                self._value = np.asarray(node.buffer)
-            else:
-                self._set_value(_realize().evaluate((node,))[0])
+        value = self._value if self._value is not None else self._compute(node)
+        return value if node is None or node.device is CPU else value.copy()
+
+    def _compute(self, node: Node) -> np.ndarray:
+        """The value in its device's memory, computed now."""
+        if staging.depth:
+            readable((node,))
+        if node.op is BUFFER:
+            self._value = np.asarray(node.buffer)
+        else:
+            self._set_value(_realize().evaluate((node,))[0])
         return self._value
 
     def _set_value(self, value: np.ndarray) -> None:
@@ -270,7 +286,8 @@ class Array:
     def _release_expression(self) -> None:
         node = self._node
         if node is not None and node.op is not BUFFER and self._make_node is None:
-            self._node = None
+            # A CPU value's leaf is made when an expression needs it; a device's must say where it is.
+            self._node = None if node.device is CPU else graph.buffer(self._value, node.device)
 
     def _graph_node(self) -> Node:
         """The node later expressions build on: once computed (its expression released), the value's buffer
@@ -487,7 +504,6 @@ def _matmul(a, b) -> Array:
 
 
 # -- devices --------------------------------------------------------------------------------------
-CPU = "cpu"
 API_VERSIONS = (None, "2024.12", "2023.12")   # what __array_namespace__ accepts (None: the latest)
 DLPACK_CPU, DLPACK_CUDA = 1, 2   # DLPack's DLDeviceType codes for host memory and CUDA device memory
 _default_device = threading.local()
@@ -504,24 +520,38 @@ def normalize_device(device) -> str:
     return f"cuda:{match.group(1) or 0}"
 
 
-def _refuse_cuda(device: str):
-    """Raise the reason arrays cannot be on CUDA ``device`` here: CudaUnavailable (a RuntimeError) when
-    there is no GPU to be had, else NotImplementedError (CUDA evaluation is not wired in yet)."""
+def _open_device(device: str) -> None:
+    """Return if arrays can live on ``device`` (normalised) here, else raise why not: CudaUnavailable (a
+    RuntimeError) when there is no GPU to be had, NotImplementedError on a GPU (its evaluation is not wired
+    in yet). Under CUDA host execution the one device is cuda:0."""
+    if device == CPU:
+        return
+    if cuda_host.enabled():
+        if device != HOST_DEVICE:
+            raise CudaUnavailable(f"CUDA host execution ({cuda_host.ENABLE}=1) has one device, {HOST_DEVICE}, "
+                                  f"not {device}")
+        return
     from ..backends import cuda
 
     gpu = cuda.device(cuda.parse_device(device))
     raise NotImplementedError(f"exprgen cannot keep arrays on {device} yet: its CUDA kernels are rendered and "
                               f"compiled (exprgen prebuild --target cuda:{gpu.arch}) but evaluation does not run "
-                              f"them; use device='cpu'")
+                              f"them on a GPU; use device='cpu', or {cuda_host.ENABLE}=1 to run them on the host")
 
 
-def check_device(device) -> None:
-    """``device=`` as array constructors take it (None: the innermost ``with ex.device``, else "cpu"); any
-    device but the CPU is refused, saying why."""
+HOST_DEVICE = "cuda:0"
+
+
+def check_device(device) -> str:
+    """The device ``device=`` names as array constructors take it (None: the innermost ``with ex.device``,
+    else "cpu"); one arrays cannot live on is refused, saying why."""
     if device is None:
         device = getattr(_default_device, "name", None)
-    if device is not None and normalize_device(device) != CPU:
-        _refuse_cuda(normalize_device(device))
+    if device is None:
+        return CPU
+    name = normalize_device(device)
+    _open_device(name)
+    return name
 
 
 @contextlib.contextmanager
@@ -529,8 +559,7 @@ def device(name):
     """``with ex.device("cuda"):`` arrays made in the block (``asarray``, ``from_dlpack``) go to that
     device unless they name another (this Python thread only)."""
     name = normalize_device(name)
-    if name != CPU:
-        _refuse_cuda(name)
+    _open_device(name)
     previous = getattr(_default_device, "name", None)
     _default_device.name = name
     try:
@@ -545,7 +574,8 @@ def from_dlpack(x, /, *, device=None, copy=None) -> Array:
     NumPy decides). CPU tensors only, until CUDA arrays exist (see the module docstring)."""
     kind, ordinal = x.__dlpack_device__()
     if kind == DLPACK_CUDA:
-        _refuse_cuda(f"cuda:{int(ordinal)}")
+        _open_device(f"cuda:{int(ordinal)}")
+        raise BufferError("CUDA host execution cannot read a GPU tensor's memory: copy it to the CPU first")
     if kind != DLPACK_CPU:
         raise ValueError(f"exprgen reads DLPack tensors in CPU memory (device type {DLPACK_CPU}), not device "
                          f"type {kind}")
@@ -565,8 +595,10 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None) -> Array:
     if (type(obj) is np.ndarray and dtype is None and copy is None and device is None
             and obj.dtype in dtypes.SUPPORTED and getattr(_default_device, "name", None) is None):
         return Array(graph.buffer(obj), obj)   # the usual call, a NumPy array read in place: nothing to decide
-    check_device(device)
+    placed = check_device(device)
     dtype = None if dtype is None else dtypes.as_dtype(dtype)
+    if isinstance(obj, Array) and obj.device != placed:
+        obj = obj.to(placed)
     if isinstance(obj, Array):
         if obj._node is not None and obj._node.weak:
             # A jitted function's scalar argument (or a value of them): what asarray makes of a Python scalar.
@@ -590,6 +622,10 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None) -> Array:
                              f"without a copy")
         array = array.astype(array.dtype.newbyteorder("="))
     dtypes.check_supported(array.dtype)
+    if placed != CPU:   # into the device's memory (which the Array holds, and copies out of in numpy())
+        array = cuda_host.to_device(array)
+        return Array(graph.buffer(array, placed), array) if dtype is None or dtype == array.dtype else \
+            astype(Array(graph.buffer(array, placed), array), dtype)
     result = Array(graph.buffer(array), array)
     return result if dtype is None or dtype == array.dtype else astype(result, dtype)
 
@@ -634,7 +670,7 @@ def standard_astype(x, dtype, /, *, copy: bool = True, device=None) -> Array:
     ``device`` must be the CPU, where arrays live today."""
     x = x if isinstance(x, Array) else asarray(x)
     if device is not None:
-        check_device(device)
+        x = x.to(check_device(device))
     if copy and x.dtype == dtypes.as_dtype(dtype):   # a kernel writes the copy
         return Array(graph.apply("astype", x._graph_node(), params=(x.dtype.name,)))
     return astype(x, dtype)
@@ -650,7 +686,8 @@ def computed(value: np.ndarray, inputs, backward, name: str) -> Array:
         raise NotImplementedError(f"{name} is not differentiable in exprgen (its value is computed by NumPy); "
                                   f"wrap its result in ex.stop_gradient if no gradient should flow through it")
 
-    result = asarray(value)
+    placed = next((a.device for a in inputs if a.device != CPU), CPU)
+    result = asarray(value, device=placed)
     result._graph_node().annotate("custom_vjp", ([a._graph_node() for a in inputs], backward or refuse))
     return result
 

@@ -122,12 +122,15 @@ def flags(isa: str = NATIVE) -> tuple[str, ...]:
 
 @functools.cache
 def identity(state_dir: str, isa: str = NATIVE) -> str:
-    """Compiler identity and version, flags and target ISA: what besides the source decides the binary.
+    """Compiler identity and version, flags and target ISA: what besides the source decides the binary."""
+    return _identity_of(compiler_version(state_dir), isa)
 
-    Asking the compiler its version costs a subprocess, so the answer is remembered on disk beside the
-    cache, keyed by the compiler binary's path, size and mtime (a memo only: the identity itself holds
-    nothing path- or time-dependent).
-    """
+
+@functools.cache
+def compiler_version(state_dir: str) -> str:
+    """The C++ compiler's version line. Asking the compiler costs a subprocess, so the answer is remembered
+    on disk beside the cache, keyed by the compiler binary's path, size and mtime (a memo only: the
+    identity itself holds nothing path- or time-dependent)."""
     path = compiler()
     st = os.stat(path)
     memo_name = hashlib.sha256(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:24]
@@ -140,7 +143,7 @@ def identity(state_dir: str, isa: str = NATIVE) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         version = _version(path)
         _write_atomic(memo, json.dumps({"compiler": path, "version": version}).encode())
-    return _identity_of(version, isa)
+    return version
 
 
 @functools.cache
@@ -210,11 +213,17 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 def compile_source(source_path: str, output_path: str, isa: str = NATIVE) -> float:
-    """Compile to ``output_path``; seconds taken. CompileError quotes the compiler and names the source;
-    OSError(ENOSPC or EDQUOT) when it failed for want of space (``ld: final link failed: No space left on
-    device``), as writing the file from Python would."""
+    """Compile to ``output_path``; seconds taken (see ``run_compiler``)."""
+    return run_compiler(flags(isa), source_path, output_path, named=source_path)
+
+
+def run_compiler(options: tuple[str, ...], source_path: str, output_path: str, named: str) -> float:
+    """Compile ``source_path`` (a kernel's file ``named``) to the shared library ``output_path`` with these
+    options; seconds taken. CompileError quotes the compiler and names the source; OSError(ENOSPC or
+    EDQUOT) when it failed for want of space (``ld: final link failed: No space left on device``), as
+    writing the file from Python would."""
     start = time.perf_counter()
-    cmd = [compiler(), *flags(isa), f"-I{data_dir('templates')}", source_path, "-o", output_path, *LIBS]
+    cmd = [compiler(), *options, f"-I{data_dir('templates')}", source_path, "-o", output_path, *LIBS]
     # In the C locale, so that the messages read below are the English ones whatever the user's language.
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
     if proc.returncode != 0 or not os.path.exists(output_path):
@@ -224,7 +233,7 @@ def compile_source(source_path: str, output_path: str, isa: str = NATIVE) -> flo
             if line:
                 raise OSError(code, f"the compiler could not write its output: {line.strip()}", output_path)
         how = f"exited with status {proc.returncode}" if proc.returncode else f"wrote no {output_path}"
-        raise CompileError(f"compiling {source_path} failed: the compiler {how} (if it is a working C++ "
+        raise CompileError(f"compiling {named} failed: the compiler {how} (if it is a working C++ "
                            f"compiler, this is an exprgen bug; please report it):\n$ {' '.join(cmd)}\n{said}")
     return time.perf_counter() - start
 

@@ -28,7 +28,7 @@ class Kind:
     render: Callable[..., tuple[str, str]]          # (kernel, inner strides, target, scratch, template)
     # A target without a template of this kind renders the kernel as this kind (geometry and all) instead.
     fallback: str | None = None
-    # The targets whose runtime makes this kind's call itself (a library kind: no template, no render).
+    # The backends whose runtime makes this kind's call itself (a library kind: no template, no render).
     calls: frozenset[str] = frozenset()
 
 
@@ -38,7 +38,8 @@ KINDS = {
     # The rows machinery with another loop (templates/cpu/columns.cpp.j2 extends rows.cpp.j2); CUDA's rows
     # template reduces these kernels as it does any other.
     "columns": Kind({"cpu": "cpu/columns.cpp.j2"}, columns_launch, render_rows, fallback="rows"),
-    "library": Kind({}, map_launch, None, calls=frozenset({"cpu"})),
+    # Host memory either way: NumPy's matmul reads a CPU array's buffer, and CUDA host execution's.
+    "library": Kind({}, map_launch, None, calls=frozenset({"cpu", "cuda-host"})),
 }
 
 # Compiled at import, so that a fresh process's first result does not wait for Jinja (a CPU-only process
@@ -58,9 +59,10 @@ def kind_for(kernel: Kernel, target: str) -> Kind:
     return KINDS[kind.fallback]
 
 
-def is_call(kernel: Kernel, target: str = "cpu") -> bool:
-    """Is ``kernel`` a library call the runtime makes on ``target``, rather than a rendered kernel?"""
-    return target in kind_for(kernel, target).calls
+def is_call(kernel: Kernel, backend: str = "cpu") -> bool:
+    """Is ``kernel`` a library call the runtime makes for ``backend`` (its name), rather than a rendered
+    kernel?"""
+    return backend in KINDS[kernel.kind].calls
 
 
 def launch_geometry(kernel: Kernel, layouts: list[tuple[tuple, tuple]], target: str = "cpu") -> Launch:

@@ -50,6 +50,13 @@ _buffer_ids = itertools.count()
 _table: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
+CPU = "cpu"
+
+
+class DeviceMismatch(ValueError):
+    """An expression over arrays on different devices: exprgen never moves data between them silently."""
+
+
 ANNOTATIONS = ("view_of", "custom_vjp", "reduces", "pointer", "ways")
 
 
@@ -84,6 +91,10 @@ class Node:
     weak_type: type | None = None
     # A Python scalar standing for a jitted function's argument (``argument_scalar``): its value changes.
     argument: bool = False
+    # Where its value lives: its buffer leaves' device ("cpu", "cuda:0"), set when it is made.
+    device: str = CPU
+    # Reads no memory (Python scalars, index leaves, nodes over them alone): it goes with any device.
+    anywhere: bool = False
 
     def __setattr__(self, name, value):
         raise AttributeError("graph nodes are immutable; annotations are set with annotate()")
@@ -164,6 +175,14 @@ def _make(op: str, src: tuple, arg, dtype: np.dtype, shape: tuple, hash_arg) -> 
     existing = _table.get(key)
     if existing is not None:
         return existing
+    placed = None   # the device of the sources that read memory; None while only scalars and indices met
+    for s in src:
+        if not s.anywhere:
+            if placed is None:
+                placed = s.device
+            elif s.device != placed:
+                raise DeviceMismatch(f"{op} over arrays on {placed} and on {s.device}: exprgen does not move "
+                                     f"data between devices by itself; move one first (x.to_device(...))")
     node = object.__new__(Node)
     _set(node, "op", op)
     _set(node, "src", src)
@@ -172,14 +191,18 @@ def _make(op: str, src: tuple, arg, dtype: np.dtype, shape: tuple, hash_arg) -> 
     _set(node, "shape", shape)
     _set(node, "buffer", None)
     _set(node, "address", 0)
+    if placed is None:
+        _set(node, "anywhere", True)
+    elif placed is not CPU:
+        _set(node, "device", placed)
     _table[key] = node
     return node
 
 
-def buffer(array: np.ndarray) -> Node:
-    """A leaf reading ``array`` in place. Each call makes a distinct leaf: arrays are not hashable, so no
-    other call can look it up, and it stays out of the hash-consing table (made on every asarray: a fresh
-    input each call is the common case)."""
+def buffer(array: np.ndarray, device: str = CPU) -> Node:
+    """A leaf reading ``array`` in place, memory of ``device`` (host memory, for CUDA host execution). Each
+    call makes a distinct leaf: arrays are not hashable, so no other call can look it up, and it stays out
+    of the hash-consing table (made on every asarray: a fresh input each call is the common case)."""
     # A NumPy scalar's __array_interface__ points into a temporary copy, freed before a kernel runs.
     array = np.asarray(array)
     if array.dtype not in dtypes.SUPPORTED:
@@ -192,6 +215,8 @@ def buffer(array: np.ndarray) -> Node:
     _set(node, "shape", array.shape)
     _set(node, "buffer", array)
     _set(node, "address", 0)   # a buffer's memory is its array's: the runtime asks the array (cheaper once)
+    if device != CPU:
+        _set(node, "device", device)
     return node
 
 

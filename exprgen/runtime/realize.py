@@ -19,9 +19,10 @@ expression the same root) finds its launch on the node and skips the key, the lo
 ``ex.jit`` keeps a bound plan and runs it again over other leaf values: ``bind`` gives it, ``unbind`` empties
 the slots the function's arguments fill, and ``run_bound`` fills them and runs the steps, building nothing.
 
-Everything a backend does is asked of it through ``backends.base``: the compiled one (``COMPILER``, the
-host's C++ backend) for kernels, pointers and launches, the interpreter (``registry.reference``) for a
-graph NumPy evaluates.
+Everything a backend does is asked of it through ``backends.base``: the compiled one for kernels,
+pointers and launches (the host's C++ backend for CPU arrays, a CUDA one for arrays on "cuda:N": the
+options name it, and a plan keeps its runner), the interpreter (``registry.reference``) for a graph NumPy
+evaluates.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from ..backends import registry
 from ..backends.memory import MIN_BYTES
 from ..cache.store import kernel_cache
 from ..errors import CompilerMissing
-from ..ir.graph import BUFFER, INDEX, SCALAR, VIEW, Node
+from ..ir.graph import BUFFER, CPU, INDEX, SCALAR, VIEW, DeviceMismatch, Node
 from ..rewrite.pattern import Rewriter
 from ..codegen.geometry import layout
 from ..codegen.kinds import is_call, launch_geometry, render
@@ -47,7 +48,7 @@ from ..rewrite import rules
 from ..schedule.fusion import Kernel, schedule
 
 _SCALAR_FORMAT = {bool: "q", int: "q", float: "d"}
-# The backend that compiles and runs the kernels of CPU arrays (another device's arrives with issue #19).
+# The backend that compiles and runs the kernels of CPU arrays; a CUDA array's is the options' (for_device).
 COMPILER = registry.get("cpu")
 _runner = COMPILER.runner()
 
@@ -123,6 +124,7 @@ class Plan:
     varying: list = field(default_factory=list)        # per step: (slot, register) of pointers made per call
     kernels: int = 0                                   # steps that launch a kernel
     calls: int = 0                                     # steps that call a library (Call)
+    runner: object = _runner                           # its backend's (base.Runner)
 
 
 _plans: dict[tuple, list[Plan]] = {}
@@ -157,7 +159,8 @@ def rewrite(roots: tuple[Node, ...], fast_math: bool | None = None):
     return _rewriter(fast_math, settings.option("debug")).rewrite(roots)
 
 
-def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool) -> Plan:
+def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool, backend=COMPILER) -> Plan:
+    runner = backend.runner()
     rewritten, _, reads = rewrite(roots, fast_math)
     # An index leaf has no memory to hand back: one asked for as a result is computed into a buffer.
     rewritten = tuple(graph.apply("astype", r, params=(r.dtype.name,)) if r.op is INDEX else r for r in rewritten)
@@ -217,12 +220,12 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
                 layouts[id(node)] = (shape, strides)
                 registers[id(node)] = base + len(allocations) + len(derived)
                 derived.append((registers[id(source)], offset * node.dtype.itemsize))
-    rendered = {id(k): _render(k, layouts, owned) for k in kernels if not is_call(k)}
+    rendered = {id(k): _render(k, layouts, owned, backend.language) for k in kernels if not is_call(k, backend.name)}
     # Every new kernel of the plan compiled at once, side by side (a training step's first call).
     entries = dict(zip(rendered, kernel_cache().get_all([(source, summary) for _, source, summary in rendered.values()],
-                                                        COMPILER.name)))
-    steps = [_make_call(kernel, registers) if is_call(kernel) else
-             _make_step(kernel, registers, *rendered[id(kernel)], entries[id(kernel)]) for kernel in kernels]
+                                                        backend.name)))
+    steps = [_make_call(kernel, registers) if is_call(kernel, backend.name) else
+             _make_step(kernel, registers, *rendered[id(kernel)], entries[id(kernel)], backend) for kernel in kernels]
     results = []
     for original, root in zip(roots, rewritten):
         if root.op is VIEW:   # a NumPy view of the buffer its source was computed into
@@ -238,8 +241,8 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
     return Plan(n_leaves=len(leaves), constants=constants, allocations=allocations, steps=steps,
                 results=results, sensitive=sensitive, values=tuple(value_key(leaves[s].arg) for s in sensitive),
                 derived=derived, varying=varying, calls=sum(type(step) is Call for step in steps),
-                kernels=sum(type(step) is not Call for step in steps),
-                constant_pointers=[_pointer(c, own=False) if isinstance(c, np.ndarray) else None for c in constants],
+                kernels=sum(type(step) is not Call for step in steps), runner=runner,
+                constant_pointers=[runner.pointer(c, own=False) if isinstance(c, np.ndarray) else None for c in constants],
                 parallel=any(step.parallel for step in steps), copies=any(copy is not False for _, copy in results))
 
 
@@ -262,25 +265,25 @@ def value_key(value) -> tuple:
     return (type(value), repr(value))
 
 
-def _render(kernel: Kernel, layouts: dict, owned: set[int]):
-    """(launch geometry, source, summary) of ``kernel`` over arrays of these layouts."""
-    launch = launch_geometry(kernel, [layouts[id(n)] for n in kernel.inputs + kernel.outputs])
+def _render(kernel: Kernel, layouts: dict, owned: set[int], language: str):
+    """(launch geometry, source, summary) of ``kernel`` over arrays of these layouts, in ``language``."""
+    launch = launch_geometry(kernel, [layouts[id(n)] for n in kernel.inputs + kernel.outputs], language)
     scratch = frozenset(i for i, node in enumerate(kernel.outputs) if id(node) in owned)
-    return (launch, *render(kernel, launch.inner_strides, scratch=scratch))
+    return (launch, *render(kernel, launch.inner_strides, language, scratch=scratch))
 
 
-def _make_step(kernel: Kernel, registers: dict, launch, source: str, summary: str, entry) -> Step:
+def _make_step(kernel: Kernel, registers: dict, launch, source: str, summary: str, entry, backend) -> Step:
     arrays = kernel.inputs + kernel.outputs
     strides = launch.strides
     flat = [s for per_array in strides for s in per_array]
     return Step(function=entry.function, total=launch.total, ndim=len(strides[0]) if strides else 1,
-                shape=_runner.sizes(launch.shape), strides=_runner.sizes(flat),
+                shape=backend.runner().sizes(launch.shape), strides=backend.runner().sizes(flat),
                 arrays=tuple(registers[id(n)] for n in arrays), inputs=len(kernel.inputs),
                 scalars=tuple(registers[id(n)] for n in kernel.scalars),
                 scalar_format="<" + "".join(_SCALAR_FORMAT[type(n.arg)] for n in kernel.scalars),
                 parallel=math.prod(kernel.shape) >= settings.PARALLEL_THRESHOLD, reasons=list(kernel.reasons),
                 summary=summary, key=entry.key, tier=entry.tier,
-                source_path=entry.path[:-len(COMPILER.binary_suffix)] + COMPILER.source_suffix, source=source)
+                source_path=entry.path[:-len(backend.binary_suffix)] + backend.source_suffix, source=source)
 
 
 def _make_call(kernel: Kernel, registers: dict) -> Call:
@@ -299,23 +302,26 @@ def _make_call(kernel: Kernel, registers: dict) -> Call:
                 source=f"out = {op.numpy_src}  (called with out=, writing the result's buffer)")
 
 
-def evaluation_options(out=None) -> tuple:
+def evaluation_options(out=None, device: str = CPU) -> tuple:
     """What besides the graph decides how it is evaluated (read on every evaluation, so kept cheap): the
-    first three key the plan cache; the backend and a compiler found missing decide whether a plan runs."""
+    first four key the plan cache (the fourth names the backend: the settings' for a CPU array, a CUDA
+    one for another device's); the backend and a compiler found missing decide whether a plan runs."""
     fast_math, backend = settings.evaluation_options()
+    if device is not CPU:
+        backend = registry.for_device(device)
     return fast_math, rules.version, _out_entry(out) if out is not None else None, backend, bool(_fallback_warned)
 
 
 def _find_plan(roots: tuple[Node, ...], out, options: tuple) -> _Launch:
     structure, leaves = graph.structure_key(roots)
-    key = (structure, options[:3])
+    key = (structure, options[:4])
     for plan in _plans.get(key, ()):
         if all(value_key(leaves[s].arg) == v for s, v in zip(plan.sensitive, plan.values)):
             counters.count("plan_hit")
             break
     else:
         counters.count("plan_miss")
-        plan = build_plan(roots, leaves, out, options[0])
+        plan = build_plan(roots, leaves, out, options[0], registry.get(options[3]))
         if len(_plans) >= _MAX_PLANS:
             _plans.pop(next(iter(_plans)))
         # Plans for some values only are tried newest first and before the one plan for any value (better
@@ -326,22 +332,22 @@ def _find_plan(roots: tuple[Node, ...], out, options: tuple) -> _Launch:
     return _Launch(plan, leaves)
 
 
-def _leaf_pointer(leaf: Node):
+def _leaf_pointer(leaf: Node, runner):
+    """The pointer ``runner``'s kernels read ``leaf`` by (its buffer's memory, or an index leaf's offset),
+    made once: a leaf is one device's, and every backend of a device makes the same pointers."""
     pointer = leaf.pointer
     if pointer is None:
         if leaf.op is BUFFER:   # a contiguous array's buffer is cffi's to view (fast), any other's by address
             array = leaf.buffer
-            pointer = _own_pointer(array) if array.flags.c_contiguous else _runner.address(_address(array))
+            pointer = runner.own_pointer(array) if array.flags.c_contiguous else runner.address(_address(array))
         else:
-            pointer = _runner.address(leaf.address)
+            pointer = runner.address(leaf.address)
         leaf.annotate("pointer", pointer)
     return pointer
 
 
-# The runner's calls made on every evaluation, looked up once.
-_pointer, _own_pointer, _empty, _reusable, _launch, _offset, _new_pointers = (
-    _runner.pointer, _runner.own_pointer, _runner.empty, _runner.reusable, _runner.launch, _runner.offset,
-    _runner.pointers)
+# The CPU runner's calls ex.jit makes per argument, looked up once.
+_pointer, _own_pointer = _runner.pointer, _runner.own_pointer
 
 
 class _Launch:
@@ -354,7 +360,7 @@ class _Launch:
     def __init__(self, plan: Plan, leaves: list[Node]):
         self.plan, self.leaves = plan, leaves
         self.registers = [leaf.buffer if leaf.op is BUFFER else leaf.arg for leaf in leaves] + plan.constants
-        self.pointers = [_leaf_pointer(leaf) if leaf.op is not SCALAR else None for leaf in leaves]
+        self.pointers = [_leaf_pointer(leaf, plan.runner) if leaf.op is not SCALAR else None for leaf in leaves]
         self.pointers += plan.constant_pointers
         # Per step: the kernel's arguments but its data pointers, the registers they come from, the slots that
         # change between calls, and spare pointer arrays. An array is taken off the spare list for the length
@@ -362,16 +368,16 @@ class _Launch:
         # could change under a running one.
         self.steps = [step if type(step) is Call else
                       (step.function, step.total, step.ndim, step.shape, step.strides,
-                       _packed_scalars(step, self.registers), step.parallel, step.arrays, varying, [])
+                       _packed_scalars(step, self.registers, plan.runner), step.parallel, step.arrays, varying, [])
                       for step, varying in zip(plan.steps, plan.varying)]
         self.results = [register for register, _ in plan.results]
 
 
-def _packed_scalars(step: Step, registers: list):
+def _packed_scalars(step: Step, registers: list, runner=_runner):
     """The kernel's scalar arguments, as it reads them, from these registers."""
     if not step.scalars:
-        return _runner.scalars(None)
-    return _runner.scalars(struct.pack(step.scalar_format, *[registers[r] for r in step.scalars]))
+        return runner.scalars(None)
+    return runner.scalars(struct.pack(step.scalar_format, *[registers[r] for r in step.scalars]))
 
 
 def _run(launch: _Launch, out) -> list[np.ndarray]:
@@ -381,16 +387,19 @@ def _run(launch: _Launch, out) -> list[np.ndarray]:
 def _execute(launch: _Launch, out, registers: list, pointers: list, launch_steps: list) -> list[np.ndarray]:
     """Run ``launch``'s steps over these leaf registers and pointers (copies: outputs are appended)."""
     plan = launch.plan
+    runner = plan.runner
+    own_pointer, empty, reusable, new_pointers, launch_kernel = (runner.own_pointer, runner.empty, runner.reusable,
+                                                                 runner.pointers, runner.launch)
     for _, shape, dtype, root_index, pooled in plan.allocations:
         if root_index is not None and out is not None:
             buf = out[root_index]
-            pointers.append(_pointer(buf, own=False))
+            pointers.append(runner.pointer(buf, own=False))
         else:
-            buf = _reusable(shape, dtype) if pooled else _empty(shape, dtype)
-            pointers.append(_own_pointer(buf))
+            buf = reusable(shape, dtype) if pooled else empty(shape, dtype)
+            pointers.append(own_pointer(buf))
         registers.append(buf)
     for source, offset in plan.derived:
-        pointers.append(_offset(pointers[source], offset))
+        pointers.append(runner.offset(pointers[source], offset))
         registers.append(None)
     threads = settings.get_num_threads() if plan.parallel else 1
     for step in launch_steps:
@@ -401,11 +410,11 @@ def _execute(launch: _Launch, out, registers: list, pointers: list, launch_steps
         try:
             arrays = spare.pop()
         except IndexError:
-            arrays = _new_pointers([pointers[r] for r in used])
+            arrays = new_pointers([pointers[r] for r in used])
         else:
             for slot, register in varying:
                 arrays[slot] = pointers[register]
-        _launch(function, total, ndim, shape, arrays, strides, scalars, threads if parallel else 1)
+        launch_kernel(function, total, ndim, shape, arrays, strides, scalars, threads if parallel else 1)
         spare.append(arrays)
     counters.count("kernels_launched", plan.kernels)
     if plan.calls:
@@ -486,7 +495,7 @@ def run_bound(launch: _Launch, arrays: list, scalars: list) -> list[np.ndarray]:
         if launch.scalar_steps:
             steps = steps.copy()
             for k in launch.scalar_steps:
-                steps[k] = steps[k][:5] + (_packed_scalars(launch.plan.steps[k], registers),) + steps[k][6:]
+                steps[k] = steps[k][:5] + (_packed_scalars(launch.plan.steps[k], registers, launch.plan.runner),) + steps[k][6:]
     counters.count("plan_hit")
     return _execute(launch, None, registers, pointers, steps)
 
@@ -560,11 +569,12 @@ def _exact_op(op: opdefs.OpDef, dtype: np.dtype) -> bool:
     return known
 
 
-def _numpy_exact(roots: tuple[Node, ...]) -> bool:
+def _numpy_exact(roots: tuple[Node, ...], device: str) -> bool:
     """Is every node one element (or none), computed by NumPy exactly as a kernel computes it? Then NumPy
     answers in microseconds, where a launch costs more and a new structure compiles: code that reads
-    elements in a loop (``if x[i] > 0:``) never compiles."""
-    if rules.USER or settings.option("fast_math"):
+    elements in a loop (``if x[i] > 0:``) never compiles. (Not for another device's arrays, whose memory
+    NumPy cannot read on a GPU, and whose kernels host execution is there to test.)"""
+    if rules.USER or settings.option("fast_math") or device is not CPU:
         return False
     for node in graph.reachable(roots):
         if node.size > 1:   # a reduction of many elements has one, but NumPy sums in another order
@@ -580,9 +590,12 @@ _INTERPRETERS = frozenset(name for name, backend in registry.BACKENDS.items() if
 
 def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
     """The values of ``roots`` (written into ``out`` buffers when given)."""
+    device = _device_of(roots)
     if out is not None:
+        if device is not CPU:
+            raise ValueError(f"out= buffers are NumPy arrays, CPU memory; these arrays are on {device}")
         out = _check_out(roots, out)
-    options = evaluation_options(out)
+    options = evaluation_options(out, device)
     # A hash-consed root fixes its whole graph, scalar values included, so the way found to evaluate it once
     # (NumPy, or a plan bound to its leaves) is its way for good under the same options: remembered on the
     # node, a repeated evaluation skips deciding, and even hashing the structure.
@@ -594,7 +607,7 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
                     for r, o in zip(roots, out or [None] * len(roots))]
         try:
             reference_only = options[3] in _INTERPRETERS or options[4]
-            way = _REFERENCE if reference_only or _numpy_exact(roots) else _find_plan(roots, out, options)
+            way = _REFERENCE if reference_only or _numpy_exact(roots, device) else _find_plan(roots, out, options)
         except CompilerMissing as exc:
             _fallback_warned.append(True)
             warnings.warn(f"exprgen: {exc}", RuntimeWarning, stacklevel=3)
@@ -644,9 +657,22 @@ def _keep_warm(root: Node, leaves: list[Node]) -> None:
     _warm[id(root)] = root
 
 
+def _device_of(roots: tuple[Node, ...]) -> str:
+    """The device whose memory ``roots`` are computed in: their arrays' (DeviceMismatch for two)."""
+    placed = None
+    for root in roots:
+        if not root.anywhere:
+            if placed is None:
+                placed = root.device
+            elif root.device != placed:
+                raise DeviceMismatch(f"evaluating arrays on {placed} and on {root.device} together: move them to "
+                                     f"one device first")
+    return placed or CPU
+
+
 def plan_for(roots: tuple[Node, ...]) -> Plan:
     """The compiled plan for ``roots`` (built if needed): what ``explain`` shows."""
-    return _find_plan(roots, None, evaluation_options()).plan
+    return _find_plan(roots, None, evaluation_options(device=_device_of(roots))).plan
 
 
 def clear_plans() -> None:

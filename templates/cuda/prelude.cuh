@@ -2,8 +2,10 @@
 // NVRTC compiles with -default-device, so prelude.h's functions become __device__ functions and its op
 // semantics (integer division, NaN handling, rounding) are the CPU's, word for word. The libm names it
 // calls resolve to CUDA's math library, IEEE-accurate (no fast math, no FMA contraction: -fmad=false);
-// the gcc builtins it calls, unknown to NVRTC, are mapped below onto the same CUDA functions.
+// the gcc builtins it calls, unknown to NVRTC, are mapped below onto the same CUDA functions (host
+// execution, cuda/host.h, compiles with gcc, which has them).
 #define EG_CUDA 1
+#ifndef EG_CUDA_HOST
 static inline float __builtin_sqrtf(float x) { return ::sqrtf(x); }
 static inline double __builtin_sqrt(double x) { return ::sqrt(x); }
 static inline float __builtin_copysignf(float x, float y) { return ::copysignf(x, y); }
@@ -24,6 +26,7 @@ static inline bool __builtin_signbitf(float x) { return ::signbit(x); }
 static inline float __builtin_nextafterf(float x, float y) { return ::nextafterf(x, y); }
 static inline double __builtin_nextafter(double x, double y) { return ::nextafter(x, y); }
 static inline bool __builtin_signbit(double x) { return ::signbit(x); }
+#endif
 // prelude.h's float GELU calls glibc's double erfc under this name; its inline exps read float bits so.
 static inline double eg_wide_erfc(double x) { return ::erfc(x); }
 static inline float eg_float_from_bits(int x) { return __int_as_float(x); }
