@@ -46,7 +46,7 @@ def test_cuda_compiles_and_refuses_to_run_naming_what_is_missing():
 
 
 def test_an_unknown_backend_is_refused_naming_the_ones_there_are():
-    with pytest.raises(ValueError, match="unknown backend 'tpu': one of cpu, cuda, numpy"):
+    with pytest.raises(ValueError, match="unknown backend 'tpu': one of cpu, cuda, cuda-host, numpy"):
         registry.get("tpu")
     with pytest.raises(ValueError, match=r"backend must be one of \('cpu', 'numpy'\)"):
         ex.config(backend="cuda")   # a device, not a way to evaluate CPU arrays
