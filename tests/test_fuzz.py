@@ -8,8 +8,8 @@
   bound, and the op-by-op results in the same enclosure as the fused ones;
 - disk-cached kernel == freshly compiled: a new process that may not compile runs the printed case and
   gets the same bits;
-- CPU == CUDA, where a GPU exists (skipped until exprgen can evaluate on CUDA: exprgen/backends/cuda.py
-  compiles kernels, nothing runs them yet);
+- CUDA == reference: the same cases on device cuda, each kernel's CUDA source run by host execution
+  (EXPRGEN_CUDA_HOST, exprgen/backends/cuda_host.py), on every machine;
 - gradient == finite differences: ``ex.grad`` of smooth float64 cases against central differences.
 
 Profiles, chosen with EXPRGEN_FUZZ_PROFILE: ``ci`` (the default, in ``make test``: a set of cases sized
@@ -47,7 +47,7 @@ from exprgen.ir import interpret as reference
 from exprgen import settings as exprgen_settings
 from exprgen.cache.store import kernel_cache
 from exprgen.ir.graph import BUFFER, LEAVES, SCALAR, VIEW, toposort
-from exprgen.testing import (COMPOSITES, VIEWS, Case, Leaf, assert_matches_reference, assert_rewrite_keeps_values,
+from exprgen.testing import (COMPOSITES, cuda_host_execution, VIEWS, Case, Leaf, assert_matches_reference, assert_rewrite_keeps_values,
                              check_values, compare, enclose, expressions)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -242,14 +242,12 @@ def test_disk_cached_kernels_match_fresh_compiles(fuzz_round, case, tmp_path_fac
 @profile("cuda")
 @given(case=CASES)
 def test_cpu_matches_cuda(fuzz_round, case):
-    if "cuda" not in exprgen_settings.BACKENDS:
-        pytest.skip("exprgen cannot evaluate on CUDA yet (no 'cuda' backend in ex.config); CPU == CUDA starts then")
-    from exprgen.backends import cuda
-
-    if cuda.device_count() == 0:
-        pytest.skip("no CUDA device here")
-    with ex.config(backend="cuda"):
-        values = ex.eval(*case.build())
+    """The CUDA kernels, run by host execution (exprgen/backends/cuda_host.py) where no GPU evaluates."""
+    with cuda_host_execution():
+        with ex.device("cuda"):
+            arrays = case.build()
+        assert all(a.device == "cuda:0" for a in arrays), [a.device for a in arrays]
+        values = ex.eval(*arrays)
     record("cuda", case, check_values(values if isinstance(values, tuple) else (values,), case))
 
 
@@ -428,7 +426,7 @@ def test_a_view_of_one_element_reads_that_element():
 
 
 def test_log_of_one_plus_bool():
-    """rules.py "log(1+x) -> log1p(x)" built log1p(bool), refused (NumPy gives float16), and the TypeError
+    """rules.py "log(1+x) -> log1p(x+0)" built log1p(bool), refused (NumPy gives float16), and the TypeError
     escaped the rewriter; the log(1+x) and logistic rules now fire for float x only."""
     assert_matches_reference(ex.log(1 + ex.asarray(np.array([True, False]))))
 
@@ -445,6 +443,15 @@ def test_logistic_formula_of_the_smallest_integer():
     i = ex.asarray(np.array([np.iinfo(np.int32).min, -3, 5], np.int32))
     values = assert_matches_reference(1 / (1 + ex.exp(-i)), ex.reciprocal(1 + ex.exp(-i)))
     assert values[0][0] == values[1][0] == 1.0
+
+
+def test_log1p_and_expm1_rules_keep_the_sign_of_zero():
+    """The CUDA property found it (it holds on the CPU as well): log(1 + -0.0) and exp(-0.0) - 1 are +0.0,
+    but the log1p and expm1 they were rewritten into gave -0.0. The rules now give them x + 0.0."""
+    x = ex.asarray(np.array([-0.0, 0.0, -1e-30, 2.0] * 4, np.float32))
+    log, exp = assert_matches_reference(ex.log(1 + x), ex.exp(x) - 1)
+    assert not np.signbit(log[0]) and not np.signbit(exp[0])
+    assert np.signbit(log[2]) and np.signbit(exp[2])
 
 
 if __name__ == "__main__":

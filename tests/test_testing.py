@@ -118,7 +118,7 @@ def test_accurate_rules_are_held_to_the_real_value_of_the_original():
     """log(1 + x) for tiny x: the rounded 1 + x costs log millions of ULPs, and log1p is right; a rule
     that is merely close is not accurate."""
     x = ex.asarray(np.array([-6.96e-8, 1e-12, 0.5]))
-    assert assert_rewrite_keeps_values(ex.log(1 + x)) == ["log(1+x) -> log1p(x)"]
+    assert assert_rewrite_keeps_values(ex.log(1 + x)) == ["log(1+x) -> log1p(x+0)"]
     v = rules.var("v")
     close = rules.register(rules.call("exp", v), lambda v: ex.exp(v) * 1.000001, kind="accurate",
                            algebra="exp(x) -> exp(x)*1.000001 (for testing)")

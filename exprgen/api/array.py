@@ -595,7 +595,8 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None) -> Array:
     if (type(obj) is np.ndarray and dtype is None and copy is None and device is None
             and obj.dtype in dtypes.SUPPORTED and getattr(_default_device, "name", None) is None):
         return Array(graph.buffer(obj), obj)   # the usual call, a NumPy array read in place: nothing to decide
-    placed = check_device(device)
+    # An Array stays where it is unless ``device`` names another place.
+    placed = obj.device if isinstance(obj, Array) and device is None else check_device(device)
     dtype = None if dtype is None else dtypes.as_dtype(dtype)
     if isinstance(obj, Array) and obj.device != placed:
         obj = obj.to(placed)

@@ -68,7 +68,7 @@ def _real(value, what: str):
 
 def _constant(value, dtype: np.dtype) -> graph.Node:
     """A one-element buffer: a value the kernel reads, so it is neither compiled in nor part of the plan."""
-    return graph.buffer(np.array(value, dtype))
+    return graph.buffer(np.array(value, dtype), device=None)
 
 
 def _apply(name: str, *src: graph.Node, params: tuple = ()) -> graph.Node:

@@ -71,7 +71,7 @@ def _element(x: Array, key) -> Array:
     value = x.numpy()[(*key, Ellipsis) if type(key) is tuple else (key, Ellipsis)]
 
     def leaf():
-        made = graph.buffer(value)
+        made = graph.buffer(value, x.device)
         made.annotate("view_of", (x._graph_node(), (views.index_step(key),)))   # as graph.view records, for gradients
         return made
 

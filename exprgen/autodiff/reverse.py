@@ -244,7 +244,7 @@ def _variable(array: Array) -> Array:
     the node it stands for (as a view with no steps would), so that the outer one differentiates through
     it; outside, it holds nothing of that node's graph."""
     node = array._graph_node()
-    leaf = graph.buffer(node.buffer if node.op is BUFFER else array.numpy())
+    leaf = graph.buffer(node.buffer if node.op is BUFFER else array._compute(node), node.device)
     if tracing_depth() or staging.depth:   # ex.jit follows it back to the argument it stands for
         leaf.annotate("view_of", (node, ()))
     return Array(leaf)

@@ -27,6 +27,7 @@ class Backend(Protocol):
     name: str          # the cache's directory and key part
     device_type: str   # whose memory its kernels read: "cpu" or "cuda"
     compiles: bool     # a Compiler (True) or an Interpreter (False)
+    host_memory: bool  # its arrays' memory is the host's, which NumPy reads and writes (out= buffers)
 
 
 class Interpreter(Backend, Protocol):

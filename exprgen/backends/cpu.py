@@ -284,6 +284,7 @@ def _openmp_waits_passively():
 # -- this module as a backend (base.Compiler) ------------------------------------------------------
 name = device_type = language = "cpu"
 compiles = True
+host_memory = True
 binary_suffix, source_suffix = ".so", ".cpp"
 native_target = NATIVE
 targets_here = supported_isas

@@ -156,6 +156,7 @@ def compile(source_path: str, output_path: str, arch: str) -> float:  # noqa: A0
 # -- this module as a backend (base.Compiler) ------------------------------------------------------
 name = device_type = language = "cuda"
 compiles = True
+host_memory = False
 binary_suffix, source_suffix = ".cubin", ".cu"
 native_target = None   # every build names its sm_XX; a run-time compile will ask the device (issue #19)
 

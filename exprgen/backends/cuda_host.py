@@ -56,6 +56,7 @@ def enabled() -> bool:
 name = "cuda-host"
 device_type = language = "cuda"
 compiles = True
+host_memory = True
 binary_suffix, source_suffix = ".so", ".cu"
 native_target = "host"
 

@@ -9,4 +9,5 @@ from ..ir import interpret
 name = "numpy"
 device_type = "cpu"
 compiles = False
+host_memory = True
 evaluate = interpret.evaluate

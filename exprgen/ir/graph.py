@@ -200,9 +200,10 @@ def _make(op: str, src: tuple, arg, dtype: np.dtype, shape: tuple, hash_arg) -> 
 
 
 def buffer(array: np.ndarray, device: str = CPU) -> Node:
-    """A leaf reading ``array`` in place, memory of ``device`` (host memory, for CUDA host execution). Each
-    call makes a distinct leaf: arrays are not hashable, so no other call can look it up, and it stays out
-    of the hash-consing table (made on every asarray: a fresh input each call is the common case)."""
+    """A leaf reading ``array`` in place, memory of ``device`` (host memory, for CUDA host execution; None:
+    a constant that goes with any device, as a Python scalar does). Each call makes a distinct leaf: arrays
+    are not hashable, so no other call can look it up, and it stays out of the hash-consing table (made on
+    every asarray: a fresh input each call is the common case)."""
     # A NumPy scalar's __array_interface__ points into a temporary copy, freed before a kernel runs.
     array = np.asarray(array)
     if array.dtype not in dtypes.SUPPORTED:
@@ -215,7 +216,9 @@ def buffer(array: np.ndarray, device: str = CPU) -> Node:
     _set(node, "shape", array.shape)
     _set(node, "buffer", array)
     _set(node, "address", 0)   # a buffer's memory is its array's: the runtime asks the array (cheaper once)
-    if device != CPU:
+    if device is None:
+        _set(node, "anywhere", True)
+    elif device != CPU:
         _set(node, "device", device)
     return node
 
@@ -298,7 +301,7 @@ def _fit_scalars(op: opdefs.OpDef, src: tuple[Node, ...], compute: tuple[np.dtyp
             wide = np.int64 if -2**63 <= node.arg < 2**63 else np.float64
             # A jitted function's argument stays one (converted in the kernel): its value is the next call's.
             fitted[i] = (apply("astype", node, params=("int64",)) if node.argument
-                         else buffer(np.asarray(node.arg, wide)))
+                         else buffer(np.asarray(node.arg, wide), device=None))
     return tuple(fitted)
 
 
@@ -449,7 +452,7 @@ def _view_node(src: Node, steps: tuple, shape: tuple, memo: dict, parts: list[No
     if src.op is INDEX:
         return _view_index(src, steps)
     if src.op is BUFFER:
-        result = buffer(views.apply(src.buffer, steps))
+        result = buffer(views.apply(src.buffer, steps), src.device)
         result.annotate("view_of", (src, steps))   # where its values come from, for gradients
         return result
     if src.op is VIEW:

@@ -27,6 +27,12 @@ def unary(name: str):
     return lambda x: graph.apply(name, x)
 
 
+def unary_of_signless_zero(name: str):
+    """``name(x + 0.0)``: x with -0.0 made +0.0 (IEEE: -0 + +0 = +0), for an op that keeps a zero's sign
+    where the formula it replaces does not (log(1 + -0.0) is +0.0, log1p(-0.0) is -0.0)."""
+    return lambda x: graph.apply(name, graph.apply("add", x, graph.scalar(0.0)))
+
+
 def call(name: str, *src) -> Pat:
     """The pattern of op ``name`` applied to ``src`` (patterns or constants)."""
     return Pat.apply(name, *src)
@@ -42,7 +48,7 @@ def _fold(node: Node, reads: set) -> Node | None:
     with np.errstate(all="ignore"):
         value = np.asarray(opdefs.get(node.op).numpy(*(s.arg for s in node.src), *node.arg), dtype=node.dtype)
     # A weak node's value stays a Python scalar: as a float64 buffer it would promote what it meets.
-    return graph.scalar(node.weak_type(value.item())) if node.weak_type else graph.buffer(value)
+    return graph.scalar(node.weak_type(value.item())) if node.weak_type else graph.buffer(value, device=None)
 
 
 def _divide_by_power_of_two(node: Node, reads: set) -> Node | None:
@@ -274,8 +280,8 @@ EXACT = [
 # The most specific first: log(1+exp(x)) must become softplus before log(1+x) takes it apart.
 ACCURATE = [
     Rule("log(1+exp(x)) -> softplus(x)", call("log", 1 + call("exp", x)), unary("softplus"), "accurate"),
-    Rule("log(1+x) -> log1p(x)", call("log", 1 + x), _floats(unary("log1p")), "accurate"),
-    Rule("exp(x)-1 -> expm1(x)", call("exp", x) - 1, unary("expm1"), "accurate"),
+    Rule("log(1+x) -> log1p(x+0)", call("log", 1 + x), _floats(unary_of_signless_zero("log1p")), "accurate"),
+    Rule("exp(x)-1 -> expm1(x+0)", call("exp", x) - 1, unary_of_signless_zero("expm1"), "accurate"),
     Rule("log1p(exp(x)) -> softplus(x)", call("log1p", call("exp", x)), unary("softplus"), "accurate"),
 ]
 

@@ -592,8 +592,8 @@ def evaluate(roots: tuple[Node, ...], out=None) -> list[np.ndarray]:
     """The values of ``roots`` (written into ``out`` buffers when given)."""
     device = _device_of(roots)
     if out is not None:
-        if device is not CPU:
-            raise ValueError(f"out= buffers are NumPy arrays, CPU memory; these arrays are on {device}")
+        if not registry.get(evaluation_options(None, device)[3]).host_memory:
+            raise ValueError(f"out= buffers are NumPy arrays, host memory; these arrays are on {device}")
         out = _check_out(roots, out)
     options = evaluation_options(out, device)
     # A hash-consed root fixes its whole graph, scalar values included, so the way found to evaluate it once

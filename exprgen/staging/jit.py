@@ -70,6 +70,9 @@ def _flatten(tree, leaves: list, where: str):
         leaves.append(tree)
         return (_SCALAR, kind)
     if kind is Array:
+        if tree.device != "cpu":   # its values would be copied out and the function computed on the CPU
+            raise NotImplementedError(f"ex.jit takes arrays on the CPU only so far; {where} is on {tree.device} "
+                                      f"(call the function without ex.jit)")
         return _flatten(tree.numpy(), leaves, where)
     if isinstance(tree, np.generic):
         return _flatten(np.asarray(tree), leaves, where)

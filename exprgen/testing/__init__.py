@@ -13,7 +13,7 @@ docstring there says how a composition's tolerance follows from its ops' ULP bou
 """
 
 from .checking import (SAMPLES, Bounds, Comparison, assert_close, assert_matches_reference,
-                       assert_rewrite_keeps_values, check_values, compare, defines_signed_zero, enclose, tolerance,
+                       assert_rewrite_keeps_values, check_values, compare, cuda_host_execution, defines_signed_zero, enclose, tolerance,
                        tolerance_table, ulp_bound, ulp_distance)
 from .strategies import (DEFAULT_DTYPES, GENERIC_DOMAIN, special_values, domain_edges, edge_values,
                          domain_elements, array_dtypes, array_shapes, broadcastable_shapes, arrays, domain_arrays,
@@ -23,6 +23,6 @@ from .strategies import (DEFAULT_DTYPES, GENERIC_DOMAIN, special_values, domain_
 __all__ = ["Bounds", "COMPOSITES", "Call", "Case", "Comparison", "DEFAULT_DTYPES", "FULL_SHAPES", "GENERIC_DOMAIN",
     "Leaf", "PATTERN", "Ref", "SAMPLES", "VIEWS", "array_dtypes", "array_shapes", "array_views", "arrays",
     "assert_close", "assert_matches_reference", "assert_rewrite_keeps_values", "broadcastable_shapes",
-    "check_values", "compare", "defines_signed_zero", "domain_arrays", "domain_edges", "domain_elements",
+    "check_values", "compare", "cuda_host_execution", "defines_signed_zero", "domain_arrays", "domain_edges", "domain_elements",
     "edge_values", "enclose", "expressions", "special_values", "spread", "tolerance", "tolerance_table", "ulp_bound",
     "ulp_distance", "vocabulary"]

@@ -45,11 +45,14 @@ exactly where that value is poor (``log(1 + x)`` for a tiny x), never from its r
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backends import cuda_host
 from ..ir import dtypes, graph, opdefs, interpret, views
 from ..rewrite import rules
 from ..api.array import Array, as_node
@@ -426,7 +429,7 @@ def _enclose_contraction(node: Node, inputs: list, ulps: dict, real: bool) -> Bo
     m, k, n = x.shape[-2], x.shape[-1], y.shape[-1]
 
     def placeholder(like: Node, shape: tuple) -> Node:   # the dtype and shape of an operand; no memory
-        return graph.buffer(np.broadcast_to(np.zeros((), like.dtype), shape))
+        return graph.buffer(np.broadcast_to(np.zeros((), like.dtype), shape), device=None)
     product = graph.apply("multiply", placeholder(x, x.shape[:-2] + (m, k, 1)),
                           placeholder(y, y.shape[:-2] + (1, k, n)))
     total = graph.reduce("sum", product, (len(product.shape) - 2,))
@@ -581,3 +584,18 @@ def assert_rewrite_keeps_values(*arrays, ulps: dict | None = None) -> list[str]:
     _fail(_rewrite_problems(roots, rewritten, fired, ulps, enclose(rewritten, ulps)) if fired else [], case)
     return [algebra for algebra, _, _ in fired]
 
+
+@contextlib.contextmanager
+def cuda_host_execution():
+    """Device "cuda" for the block, its kernels run by CUDA host execution (``EXPRGEN_CUDA_HOST=1``,
+    exprgen/backends/cuda_host.py), whether or not this machine has a GPU; the variable is restored after.
+    Process-wide, like the environment it sets: for tests."""
+    previous = os.environ.get(cuda_host.ENABLE)
+    os.environ[cuda_host.ENABLE] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(cuda_host.ENABLE, None)
+        else:
+            os.environ[cuda_host.ENABLE] = previous

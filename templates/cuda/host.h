@@ -29,7 +29,11 @@ struct dim3 {
   unsigned x = 1, y = 1, z = 1;
 };
 
+// Everything here has internal linkage: gcc unifies an inline variable or a template's static across all
+// the libraries a process loads (STB_GNU_UNIQUE, even RTLD_LOCAL ones), and every kernel names its
+// parameter block Params, so two kernels would share launch<Params>'s copy of it, sized for one of them.
 namespace eg_host {
+namespace {
 enum State { READY, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
 // What a launch says back (exprgen/backends/cuda_host.py words it).
 enum Status { OK = 0, BAD_PARAMS = 1, SHUFFLE_WITH_EXITED_LANE = 2, DIVERGED = 3, SYNC_AFTER_EXIT = 4,
@@ -46,12 +50,12 @@ struct Fiber {
   char* stack;
 };
 
-inline Fiber* current;
-inline dim3 block_index, block_dim, grid_dim;
-inline ucontext_t scheduler;
-inline Fiber* fibers;
-inline unsigned n_fibers;
-inline void (*body)();          // the kernel over its parameters, as the launch bound them
+Fiber* current;
+dim3 block_index, block_dim, grid_dim;
+ucontext_t scheduler;
+Fiber* fibers;
+unsigned n_fibers;
+void (*body)();          // the kernel over its parameters, as the launch bound them
 
 inline void wait(State at) {
   Fiber* self = current;
@@ -167,6 +171,7 @@ template <class P> int launch(void (*kernel)(P), unsigned blocks, unsigned threa
   body = [] { entry(bound); };
   return run_grid(blocks, threads);
 }
+}  // namespace
 }  // namespace eg_host
 
 #define threadIdx (eg_host::current->thread)
