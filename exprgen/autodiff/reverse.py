@@ -228,7 +228,7 @@ def _backward(root: Node, cotangent: Array, wrt: list[Node]) -> list[Array]:
     results = []
     for w in wrt:
         g = gradients.get(id(w))
-        zero = functions.broadcast_to(asarray(np.zeros((), w.dtype)), w.shape)
+        zero = functions.broadcast_to(asarray(np.zeros((), w.dtype), device=w.device), w.shape)
         results.append(zero if g is None else astype(g, w.dtype))
     return results
 
@@ -307,7 +307,7 @@ def value_and_grad(f, argnums=0):
             raise ValueError(f"grad needs a function with a scalar output; it returned shape {out.shape}")
         if out.dtype not in dtypes.FLOATS:
             raise TypeError(f"grad needs a float output; it returned {out.dtype.name}")
-        ones = functions.broadcast_to(asarray(np.ones((), out.dtype)), out.shape)
+        ones = functions.broadcast_to(asarray(np.ones((), out.dtype), device=out.device), out.shape)
         grads = _backward(root, ones, variables)
         return out, grads[0] if single else tuple(grads)
 
