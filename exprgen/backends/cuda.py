@@ -13,9 +13,9 @@ from memory, so what the cache key hashes (their content) is exactly what is com
 NOT YET RUN ON A GPU: everything below ``# --- the device`` (driver initialisation, device properties,
 module loading, launches, the memory pool, copies). It was written against the driver API's documented
 behaviour and checked only for the paths a machine without a driver takes (the errors). Nothing in
-exprgen calls the launch path yet: evaluation on CUDA arrays is not wired in (see ``array.py``), so this
-module as a backend (``base.Compiler``) compiles, and its ``runner`` refuses, naming the issue that wires
-it in.
+exprgen calls the launch path yet: evaluation on a GPU's arrays is not wired in (see ``array.py``), so
+this module as a backend (``base.Compiler``) compiles, and its ``runner`` refuses, naming the issue that
+wires it in. The same kernels do run under CUDA host execution (``cuda_host``), on the CPU.
 """
 
 from __future__ import annotations
