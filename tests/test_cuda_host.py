@@ -77,7 +77,8 @@ def test_softmax_over_rows_of_several_warps_on_cuda():
     np.testing.assert_allclose(value.sum(axis=-1), 1, rtol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", [d for d in dtypes.INTEGERS if d != dtypes.BOOL] + [dtypes.FLOAT32], ids=str)
+@pytest.mark.parametrize("dtype", sorted((d for d in dtypes.INTEGERS if d != dtypes.BOOL), key=str) + [dtypes.FLOAT32],
+                         ids=str)
 def test_rows_of_a_dtypes_extremes_on_cuda(dtype):
     """Rows filled with the dtype's lowest and highest value: the accumulators' starting values."""
     info = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import CudaUnavailable, TraceError
 from ..ir import dtypes, graph, opdefs
-from ..backends import cuda_host
+from ..backends import cuda, cuda_host
 from ..ir.graph import BUFFER, CPU, Node
 
 
@@ -531,9 +531,11 @@ def _open_device(device: str) -> None:
             raise CudaUnavailable(f"CUDA host execution ({cuda_host.ENABLE}=1) has one device, {HOST_DEVICE}, "
                                   f"not {device}")
         return
-    from ..backends import cuda
-
-    gpu = cuda.device(cuda.parse_device(device))
+    try:
+        gpu = cuda.device(cuda.parse_device(device))
+    except CudaUnavailable as exc:
+        raise CudaUnavailable(f"{exc} (without a GPU, {cuda_host.ENABLE}=1 runs exprgen's CUDA kernels on the "
+                              f"host, for tests)") from None
     raise NotImplementedError(f"exprgen cannot keep arrays on {device} yet: its CUDA kernels are rendered and "
                               f"compiled (exprgen prebuild --target cuda:{gpu.arch}) but evaluation does not run "
                               f"them on a GPU; use device='cpu', or {cuda_host.ENABLE}=1 to run them on the host")
