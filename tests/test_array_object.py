@@ -5,6 +5,7 @@ import operator
 
 import numpy as np
 import pytest
+from peers import peer
 
 import exprgen as ex
 from exprgen.testing import assert_matches_reference
@@ -366,7 +367,7 @@ def test_dlpack_with_numpy_is_zero_copy():
 
 
 def test_dlpack_with_torch_is_zero_copy():
-    torch = pytest.importorskip("torch")
+    torch = peer("torch")
     t = torch.arange(6, dtype=torch.float32)
     x = ex.from_dlpack(t)
     t[0] = 42.0

@@ -7,6 +7,7 @@ import weakref
 
 import numpy as np
 import pytest
+from peers import peer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -150,7 +151,7 @@ def test_conventions_at_kinks_and_ties_follow_jax():
 
 
 def test_against_jax_when_installed():
-    jax = pytest.importorskip("jax")
+    jax = peer("jax")
     jnp = jax.numpy
     x = np.random.default_rng(3).standard_normal((4, 5))
 
@@ -205,7 +206,7 @@ def test_domain_edge_gradients_follow_jax_s_conventions(name, f, jax_f, inputs, 
 @pytest.mark.parametrize("name, f, jax_f, inputs, expected", DOMAIN_EDGES, ids=[e[0] for e in DOMAIN_EDGES])
 def test_domain_edge_gradients_are_jax_s(name, f, jax_f, inputs, expected):
     """The literals above are what jax gives (and exprgen's gradients are jax's) where jax is installed."""
-    jax = pytest.importorskip("jax")
+    jax = peer("jax")
     jax.config.update("jax_enable_x64", True)
     argnums = tuple(range(len(inputs)))
     fn = jax_f(jax.numpy, jax.nn)

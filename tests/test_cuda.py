@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import pytest
+from peers import peer
 
 import exprgen as ex
 from exprgen.ir import dtypes
@@ -311,7 +312,7 @@ def test_dlpack_exchanges_cpu_arrays_without_copies():
 
 
 def test_dlpack_with_pytorch():
-    torch = pytest.importorskip("torch")
+    torch = peer("torch")
     t = torch.arange(6.0, dtype=torch.float64).reshape(2, 3)
     a = ex.from_dlpack(t)
     assert np.shares_memory(a.numpy(), t.numpy())
