@@ -125,6 +125,7 @@ class Plan:
     kernels: int = 0                                   # steps that launch a kernel
     calls: int = 0                                     # steps that call a library (Call)
     runner: object = _runner                           # its backend's (base.Runner)
+    calls_made: tuple = ()                             # the runner's calls every run makes, looked up once
 
 
 _plans: dict[tuple, list[Plan]] = {}
@@ -242,6 +243,8 @@ def build_plan(roots: tuple[Node, ...], leaves: list[Node], out, fast_math: bool
                 results=results, sensitive=sensitive, values=tuple(value_key(leaves[s].arg) for s in sensitive),
                 derived=derived, varying=varying, calls=sum(type(step) is Call for step in steps),
                 kernels=sum(type(step) is not Call for step in steps), runner=runner,
+                calls_made=(runner.own_pointer, runner.empty, runner.reusable, runner.pointers, runner.launch,
+                            runner.pointer, runner.offset),
                 constant_pointers=[runner.pointer(c, own=False) if isinstance(c, np.ndarray) else None for c in constants],
                 parallel=any(step.parallel for step in steps), copies=any(copy is not False for _, copy in results))
 
@@ -387,19 +390,17 @@ def _run(launch: _Launch, out) -> list[np.ndarray]:
 def _execute(launch: _Launch, out, registers: list, pointers: list, launch_steps: list) -> list[np.ndarray]:
     """Run ``launch``'s steps over these leaf registers and pointers (copies: outputs are appended)."""
     plan = launch.plan
-    runner = plan.runner
-    own_pointer, empty, reusable, new_pointers, launch_kernel = (runner.own_pointer, runner.empty, runner.reusable,
-                                                                 runner.pointers, runner.launch)
+    own_pointer, empty, reusable, new_pointers, launch_kernel, pointer, offset = plan.calls_made
     for _, shape, dtype, root_index, pooled in plan.allocations:
         if root_index is not None and out is not None:
             buf = out[root_index]
-            pointers.append(runner.pointer(buf, own=False))
+            pointers.append(pointer(buf, own=False))
         else:
             buf = reusable(shape, dtype) if pooled else empty(shape, dtype)
             pointers.append(own_pointer(buf))
         registers.append(buf)
-    for source, offset in plan.derived:
-        pointers.append(runner.offset(pointers[source], offset))
+    for source, nbytes in plan.derived:
+        pointers.append(offset(pointers[source], nbytes))
         registers.append(None)
     threads = settings.get_num_threads() if plan.parallel else 1
     for step in launch_steps:
@@ -659,6 +660,8 @@ def _keep_warm(root: Node, leaves: list[Node]) -> None:
 
 def _device_of(roots: tuple[Node, ...]) -> str:
     """The device whose memory ``roots`` are computed in: their arrays' (DeviceMismatch for two)."""
+    if len(roots) == 1:
+        return roots[0].device   # a node over scalars alone has the CPU's (the class default)
     placed = None
     for root in roots:
         if not root.anywhere:
