@@ -59,9 +59,12 @@ def eval(*arrays, out=None):  # noqa: A001 - the library's verb
     _readable([a._graph_node() for a in pending], "ex.eval")
     values = _evaluate(tuple(a._graph_node() for a in pending), out=out)
     for array, value in zip(pending, values):
-        array._set_value(value)
+        # An out= buffer is the user's NumPy memory: an array of another device does not keep it as its value.
+        if out is None or array.device == "cpu":
+            array._set_value(value)
     # Another device's values are its memory: the caller gets copies, as from Array.numpy().
-    values = [value if array.device == "cpu" else value.copy() for array, value in zip(pending, values)]
+    if out is None:
+        values = [value if array.device == "cpu" else value.copy() for array, value in zip(pending, values)]
     return values[0] if len(values) == 1 else tuple(values)
 
 

@@ -241,3 +241,83 @@ def test_a_shuffle_reading_a_returned_lane_is_refused(tmp_path):
         _run(tmp_path, """
   if (threadIdx.x == 1) return;
   p.out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 7, 1);""")
+
+
+# -- regressions from review ----------------------------------------------------------------------------
+
+def test_two_python_threads_launching_one_kernel_get_their_own_results():
+    """The launch copied its parameters before taking the library's lock: another thread's pointers won."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    inputs = [np.random.default_rng(k).standard_normal(20000).astype(np.float32) for k in range(8)]
+    alone = [ex.sin(ex.asarray(a, device="cuda")).numpy() for a in inputs]   # one at a time (and compiled)
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda a: ex.sin(ex.asarray(a, device="cuda")).numpy(), inputs * 2))
+    for expected, value in zip(alone * 2, got):
+        np.testing.assert_array_equal(value, expected)
+
+
+def test_creation_functions_place_their_arrays():
+    x = ex.asarray(np.arange(6.0).reshape(2, 3), device="cuda")
+    made = [ex.zeros((2, 3), device="cuda"), ex.ones_like(x), ex.zeros_like(x), ex.full_like(x, 2.0),
+            ex.arange(3.0, device="cuda"), ex.linspace(0, 1, 3, device="cuda"), ex.eye(2, 3, device="cuda")]
+    assert [m.device for m in made] == [DEVICE] * len(made)
+    with ex.device("cuda"):
+        assert ex.full((2,), 7).device == DEVICE
+    np.testing.assert_array_equal((x + ex.zeros_like(x) + ex.arange(3.0)[::-1]).numpy(), np.arange(6.0).reshape(2, 3)
+                                  + [2, 1, 0])
+    assert (x + ex.tril(ex.ones((2, 3)))).device == DEVICE   # constants and indices go with any device
+    _, pullback = ex.vjp(ex.sin, x)
+    assert pullback(ex.ones_like(x))[0].device == DEVICE
+
+
+def test_jit_refuses_device_arrays_it_captures_or_is_called_under():
+    x = ex.asarray(np.ones(3), device="cuda")
+    with pytest.raises(NotImplementedError, match="CPU only"):
+        ex.jit(lambda s: x * s)(2.0)
+    with ex.device("cuda"), pytest.raises(NotImplementedError, match="CPU only"):
+        ex.jit(lambda v: ex.sin(v))(np.ones(3))
+
+
+def test_elements_and_rows_stay_on_the_device_and_copy_out():
+    x = ex.asarray(np.arange(6.0).reshape(2, 3), device="cuda")
+    element, row = x[0, 1], x[1]
+    assert element.device == row.device == DEVICE and [r.device for r in x] == [DEVICE] * 2
+    value = row.numpy()
+    value[:] = 100
+    np.testing.assert_array_equal((x[1] + 0).numpy(), [3.0, 4.0, 5.0])
+    assert float(element) == 1.0
+    assert (element.to_device("cpu") + ex.asarray(np.ones(1))).device == "cpu"
+
+
+def test_functions_numpy_computes_keep_the_device_and_refuse_mixing():
+    x = ex.asarray(np.array([3.0, 1.0, 2.0, 1.0]), device="cuda")
+    results = [ex.argsort(x), *ex.nonzero(x), ex.searchsorted(ex.sort(x), x), *ex.unique_counts(x),
+               *ex.unique_inverse(x), x == None]  # noqa: E711 - NumPy's comparison with None
+    assert [r.device for r in results] == [DEVICE] * len(results)
+    cpu = ex.asarray(np.array([1.0, 2.0]))
+    with pytest.raises(DeviceMismatch):
+        ex.searchsorted(ex.sort(x), cpu)
+    with pytest.raises(DeviceMismatch):
+        x.at[0].set(cpu[1])
+
+
+def test_numpy_scalars_go_with_any_device():
+    x = ex.asarray(np.ones(3, np.float32), device="cuda")
+    for y in (x + np.float32(2), ex.clip(x, np.float32(0), np.float32(3)), x * ex.exp(2.0)):
+        assert y.device == DEVICE and y.dtype == np.float32 or y.dtype == np.float64
+
+
+def test_eval_into_out_buffers_leaves_the_device_value_alone():
+    x = ex.asarray(np.arange(4.0), device="cuda")
+    y = x * 2
+    out = np.empty(4)
+    assert ex.eval(y, out=out) is out
+    out[:] = -1
+    np.testing.assert_array_equal(y.numpy(), [0.0, 2.0, 4.0, 6.0])
+
+
+def test_the_namespace_lists_the_host_device():
+    info = ex.__array_namespace_info__()
+    assert info.devices() == ["cpu", DEVICE]
+    assert info.default_dtypes(device="cuda")["real floating"] == np.float64

@@ -544,6 +544,28 @@ def _open_device(device: str) -> None:
 HOST_DEVICE = "cuda:0"
 
 
+def placed(array: Array, device: str) -> Array:
+    """``array``, an expression over scalars and indices alone (a creation function's), on ``device``: as it
+    is for the CPU, else computed and copied into the device's memory (reading no array, it is anywhere's)."""
+    return array if device == CPU else asarray(array.numpy(), device=device)
+
+
+def common_device(arrays, what: str) -> str:
+    """The device of Arrays ``arrays`` that NumPy computes ``what`` of, where its result goes; DeviceMismatch
+    for two (a node over scalars and indices alone goes with any)."""
+    placed = None
+    for array in arrays:
+        node = array._node
+        if node is not None and node.anywhere:
+            continue
+        device = array.device
+        if placed is None:
+            placed = device
+        elif device != placed:
+            raise graph.DeviceMismatch(f"{what} of arrays on {placed} and on {device}: move them to one device first")
+    return placed or CPU
+
+
 def check_device(device) -> str:
     """The device ``device=`` names as array constructors take it (None: the innermost ``with ex.device``,
     else "cpu"); one arrays cannot live on is refused, saying why."""
@@ -638,7 +660,13 @@ def as_node(obj) -> Node:
         return obj._graph_node()
     if dtypes.python_scalar_kind(obj) is not None:
         return graph.scalar(obj)
-    return asarray(obj)._node
+    return _scalar_constant(obj) if isinstance(obj, np.generic) else asarray(obj)._node
+
+
+def _scalar_constant(value) -> Node:
+    """A NumPy scalar (or a Python one made strong) as a 0-d buffer that goes with any device, as a Python
+    scalar does (``x_cuda + np.float32(2)``)."""
+    return graph.buffer(asarray(value)._node.buffer, device=None)
 
 
 def apply(name: str, *operands, params: tuple = ()) -> Array:
@@ -661,10 +689,10 @@ def apply(name: str, *operands, params: tuple = ()) -> Array:
         elif dtypes.python_scalar_kind(operand) is not None:
             nodes.append(graph.scalar(operand))
         else:
-            nodes.append(asarray(operand)._node)
+            nodes.append(_scalar_constant(operand) if isinstance(operand, np.generic) else asarray(operand)._node)
             strong = True
     if not strong:  # all Python scalars: NumPy makes them strong (np.exp(2.0) is a float64 array)
-        nodes[0] = asarray(operands[0])._node
+        nodes[0] = _scalar_constant(operands[0])
     return Array(graph.apply(name, *nodes, params=params))
 
 
@@ -689,8 +717,7 @@ def computed(value: np.ndarray, inputs, backward, name: str) -> Array:
         raise NotImplementedError(f"{name} is not differentiable in exprgen (its value is computed by NumPy); "
                                   f"wrap its result in ex.stop_gradient if no gradient should flow through it")
 
-    placed = next((a.device for a in inputs if a.device != CPU), CPU)
-    result = asarray(value, device=placed)
+    result = asarray(value, device=common_device(inputs, name))
     result._graph_node().annotate("custom_vjp", ([a._graph_node() for a in inputs], backward or refuse))
     return result
 

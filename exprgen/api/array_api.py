@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import dtypes
-from .array import CPU, Array, normalize_device
+from ..backends import cuda_host
+from .array import CPU, HOST_DEVICE, Array, normalize_device
 from .array import standard_astype as astype  # noqa: F401 - the namespace's astype
 
 __array_api_version__ = "2024.12"
@@ -116,8 +117,9 @@ class Info:
         return CPU
 
     def devices(self) -> list[str]:
-        # CUDA kernels are rendered and compiled, but arrays cannot live on a GPU yet (array.py).
-        return [CPU]
+        # CUDA kernels are rendered and compiled, but arrays cannot live on a GPU yet (array.py); under CUDA
+        # host execution they live on its one device.
+        return [CPU, HOST_DEVICE] if cuda_host.enabled() else [CPU]
 
     def default_dtypes(self, *, device=None) -> dict:
         """The standard's default dtypes, but "complex floating": no complex dtype is supported, and naming
@@ -130,10 +132,9 @@ class Info:
         self._check_device(device)
         return {d.name: d for d in dtypes.SUPPORTED if kind is None or isdtype(d, kind)}
 
-    @staticmethod
-    def _check_device(device) -> None:
-        if device is not None and normalize_device(device) != CPU:
-            raise ValueError(f"exprgen arrays live on {CPU!r} only, not {device!r}")
+    def _check_device(self, device) -> None:
+        if device is not None and normalize_device(device) not in self.devices():
+            raise ValueError(f"exprgen arrays live on {' and '.join(map(repr, self.devices()))} here, not {device!r}")
 
 
 def __array_namespace_info__() -> Info:

@@ -32,7 +32,7 @@ import operator
 import numpy as np
 
 from ..ir import dtypes, graph
-from .array import Array, asarray, check_device, standard_astype
+from .array import Array, asarray, check_device, placed, standard_astype
 from .functions import broadcast_to, reshape, shape_argument
 
 _MAX_BYTES = 2**63 - 1   # NumPy's limit on an array's size in bytes (the largest intp)
@@ -84,12 +84,12 @@ def full(shape, fill_value, *, dtype=None, device=None) -> Array:
     """An array of ``shape`` filled with ``fill_value`` (dtype from the value's kind when not given:
     bool, int64 or float64; a NumPy scalar keeps its dtype). A value that does not fit the dtype raises
     OverflowError, as in NumPy; a complex value raises TypeError."""
-    check_device(device)
+    where = check_device(device)
     _real(fill_value, "fill_value")
     dtype = _dtype(dtype, dtypes.as_dtype(np.result_type(fill_value)))
     shape = _shape(shape, dtype)
     broadcast = graph.view(_constant(fill_value, dtype), (("broadcast_to", shape),))
-    return Array(_apply("astype", broadcast, params=(dtype.name,)))   # a copy when asked for alone
+    return placed(Array(_apply("astype", broadcast, params=(dtype.name,))), where)   # a copy when asked for alone
 
 
 def zeros(shape, *, dtype=None, device=None) -> Array:
@@ -108,7 +108,7 @@ def empty(shape, *, dtype=None, device=None) -> Array:
 
 def full_like(x, /, fill_value, *, dtype=None, device=None) -> Array:
     x = asarray(x)
-    return full(x.shape, fill_value, dtype=_dtype(dtype, x.dtype), device=device)
+    return full(x.shape, fill_value, dtype=_dtype(dtype, x.dtype), device=x.device if device is None else device)
 
 
 def copy(x, /) -> Array:
@@ -119,12 +119,12 @@ def copy(x, /) -> Array:
 
 def zeros_like(x, /, *, dtype=None, device=None) -> Array:
     x = asarray(x)
-    return zeros(x.shape, dtype=_dtype(dtype, x.dtype), device=device)
+    return zeros(x.shape, dtype=_dtype(dtype, x.dtype), device=x.device if device is None else device)
 
 
 def ones_like(x, /, *, dtype=None, device=None) -> Array:
     x = asarray(x)
-    return ones(x.shape, dtype=_dtype(dtype, x.dtype), device=device)
+    return ones(x.shape, dtype=_dtype(dtype, x.dtype), device=x.device if device is None else device)
 
 
 def empty_like(x, /, *, dtype=None, device=None) -> Array:
@@ -155,7 +155,7 @@ def _bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
 def arange(start, /, stop=None, step=1, *, dtype=None, device=None) -> Array:
     """Values from ``start`` (inclusive) to ``stop`` (exclusive) by ``step``, as ``np.arange``: its
     length, its rounding, and its default dtype (int64 when every argument is an integer, else float64)."""
-    check_device(device)
+    where = check_device(device)
     if stop is None:
         start, stop = 0, start
     for value, what in ((start, "start"), (stop, "stop"), (step, "step")):
@@ -178,13 +178,13 @@ def arange(start, /, stop=None, step=1, *, dtype=None, device=None) -> Array:
         for i, exact in ((1, second), (0, first)):
             if i < length and not _bits_equal(first + dtype.type(i) * delta, exact):
                 value = _apply("where", _apply("equal", position, graph.scalar(i)), _constant(exact, dtype), value)
-    return Array(value)
+    return placed(Array(value), where)
 
 
 def linspace(start, stop, /, num, *, dtype=None, device=None, endpoint=True) -> Array:
     """``num`` evenly spaced values from ``start`` to ``stop`` (included unless ``endpoint=False``), as
     ``np.linspace`` computes them (default dtype float64, or float32 for float32 NumPy scalars)."""
-    check_device(device)
+    where = check_device(device)
     num = operator.index(num)
     if num < 0:
         raise ValueError(f"Number of samples, {num}, must be non-negative.")
@@ -208,7 +208,7 @@ def linspace(start, stop, /, num, *, dtype=None, device=None, endpoint=True) -> 
         value = _apply("where", _apply("equal", position, graph.scalar(num - 1)), _constant(stop, compute), value)
     if dtype.kind in "iu":
         value = _apply("floor", value)
-    return Array(_cast(value, dtype))
+    return placed(Array(_cast(value, dtype)), where)
 
 
 def _row_and_column(shape: tuple[int, ...]) -> tuple[graph.Node, graph.Node]:
@@ -225,12 +225,12 @@ def _diagonal_offset(k, n: int, m: int) -> graph.Node:
 
 def eye(n_rows, n_cols=None, /, *, k=0, dtype=None, device=None) -> Array:
     """Ones on the ``k``-th diagonal (above the main one for k > 0), zeros elsewhere."""
-    check_device(device)
+    where = check_device(device)
     dtype = _dtype(dtype, dtypes.FLOAT64)
     shape = _shape((n_rows, n_rows if n_cols is None else n_cols), dtype)
     row, column = _row_and_column(shape)
     on = _apply("equal", _apply("add", row, _diagonal_offset(k, *shape)), column)
-    return Array(_cast(on, dtype))
+    return placed(Array(_cast(on, dtype)), where)
 
 
 def _triangle(name: str, keep: str, x, k) -> Array:

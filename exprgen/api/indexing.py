@@ -31,7 +31,7 @@ import numpy as np
 from ..ir import graph, views
 from .array import Array, asarray, computed, staging
 from .functions import reshape
-from ..ir.graph import BUFFER
+from ..ir.graph import BUFFER, CPU
 from .materialising import values
 
 _SEQUENCES = (Array, np.ndarray, list, tuple, bool, np.bool_)   # index parts that are (or make) arrays
@@ -105,7 +105,7 @@ def getitem(x: Array, key) -> Array:
     (see the module docstring)."""
     ints = all(map(_is_int, key)) if type(key) is tuple else _is_int(key)
     # Computed: its value is at hand (not while ex.jit traces: an argument's value is the next call's).
-    if ints and (x._value is not None or x._node.op is BUFFER) and not staging.depth:
+    if ints and (x._value is not None or x._node.op is BUFFER) and not staging.depth and x.device == CPU:
         return _element(x, key)
     node = x._graph_node()
     parts = _parts(key)

@@ -19,7 +19,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..ir import dtypes, graph
-from .array import Array, asarray, computed, readable
+from .array import Array, asarray, common_device, computed, readable
 from .functions import flip
 from ..runtime.realize import evaluate
 
@@ -32,6 +32,7 @@ def values(*arrays) -> list[np.ndarray]:
     """The NumPy values of ``arrays``, those not computed yet in one evaluation pass. They are not kept in
     the Arrays: an Array that holds its value is a leaf from then on, which would cut the gradient's path."""
     arrays = [asarray(a) for a in arrays]
+    common_device(arrays, "a function computed at the call")
     pending = [a for a in arrays if a._value is None]
     readable([a._graph_node() for a in pending], "a function computed at the call (sort, unique, concat, "
              "indexing with an array...)")
@@ -90,7 +91,7 @@ def argsort(x, /, *, axis: int = -1, descending: bool = False, stable: bool = Tr
     x = asarray(x)
     (axis,) = graph.normalize_axes(axis, x.ndim)
     (value,) = values(x)
-    return asarray(_order(value, axis, descending, stable).astype(np.int64, copy=False))
+    return asarray(_order(value, axis, descending, stable).astype(np.int64, copy=False), device=x.device)
 
 
 def _permuted(x: Array, value: np.ndarray, order: np.ndarray, axis: int) -> Array:
@@ -119,7 +120,8 @@ def _unique(function, x, name: str, result_type):
     (value,) = values(x)
     found = function(value)
     fields = [found] if result_type is None else list(found)
-    arrays = [computed(f, [x], None, name) if f.dtype in dtypes.FLOATS else asarray(f) for f in fields]
+    arrays = [computed(f, [x], None, name) if f.dtype in dtypes.FLOATS else asarray(f, device=x.device)
+              for f in fields]
     return arrays[0] if result_type is None else result_type(*arrays)
 
 
@@ -150,7 +152,7 @@ def nonzero(x, /) -> tuple[Array, ...]:
     if x.ndim == 0:
         raise ValueError("nonzero of a zero-dimensional array is not defined; use ex.reshape(x, (1,)) first")
     (value,) = values(x)
-    return tuple(asarray(i.astype(np.int64, copy=False)) for i in np.nonzero(value))
+    return tuple(asarray(i.astype(np.int64, copy=False), device=x.device) for i in np.nonzero(value))
 
 
 def searchsorted(x1, x2, /, *, side: str = "left", sorter=None) -> Array:
@@ -167,4 +169,4 @@ def searchsorted(x1, x2, /, *, side: str = "left", sorter=None) -> Array:
         raise ValueError(f"sorter must be integer indices of x1's shape {x1.shape}, got "
                          f"{found[2].dtype.name}{list(found[2].shape)}")
     result = np.searchsorted(found[0], found[1], side=side, sorter=None if sorter is None else found[2])
-    return asarray(np.asarray(result, np.int64))
+    return asarray(np.asarray(result, np.int64), device=common_device(inputs, "searchsorted"))

@@ -74,7 +74,7 @@ def _compared_with_none(name: str, result_for_none: bool):
     False, or all True for ``!=``) instead of refusing None as an operand."""
     compare = _op(name)
     def method(self, other):
-        return asarray(np.full(self.shape, result_for_none)) if other is None else compare(self, other)
+        return asarray(np.full(self.shape, result_for_none), device=self.device) if other is None else compare(self, other)
     method.__signature__ = compare.__signature__
     return method
 

@@ -452,7 +452,7 @@ def _view_node(src: Node, steps: tuple, shape: tuple, memo: dict, parts: list[No
     if src.op is INDEX:
         return _view_index(src, steps)
     if src.op is BUFFER:
-        result = buffer(views.apply(src.buffer, steps), src.device)
+        result = buffer(views.apply(src.buffer, steps), None if src.anywhere else src.device)
         result.annotate("view_of", (src, steps))   # where its values come from, for gradients
         return result
     if src.op is VIEW:

@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 
 from .. import counters
-from ..api.array import Array, asarray, staging, tracing_depth
+from ..api.array import Array, asarray, check_device, staging, tracing_depth
 from ..errors import CompilerMissing
 from ..ir import dtypes, graph, interpret, opdefs, views
 from ..ir.graph import SCALAR, Node
@@ -257,6 +257,9 @@ class jit:  # noqa: N801 - the name users know from JAX
     def __call__(self, *args, **kwargs):
         if tracing_depth() or staging.depth:
             return self.fn(*args, **kwargs)   # inside grad or another trace: the outer one sees fn's graph
+        if check_device(None) != "cpu":   # the stand-ins and constants would be made on the CPU
+            raise NotImplementedError(f"ex.jit runs on the CPU only so far, not inside ex.device({check_device(None)!r}) "
+                                      f"(call the function without ex.jit)")
         key, flat = self._signature(args, kwargs)
         options = realize.evaluation_options()
         for entry in self.entries.get((key, options), ()):
@@ -291,6 +294,10 @@ class jit:  # noqa: N801 - the name users know from JAX
             output = _output_leaves(out, found)
         # A scalar argument returned as it is: its value as a 0-d array, as asarray makes of a scalar.
         roots = tuple(asarray(a)._graph_node() for a in found)
+        on = [r.device for r in roots if r.device != "cpu"]
+        if on:
+            raise NotImplementedError(f"ex.jit runs on the CPU only so far; the function computes on {on[0]} "
+                                      f"(an array it captured): call it without ex.jit")
         try:
             launch = realize.bind(roots) if roots else None
         except CompilerMissing:

@@ -39,7 +39,7 @@ enum State { READY, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
 enum Status { OK = 0, BAD_PARAMS = 1, SHUFFLE_WITH_EXITED_LANE = 2, DIVERGED = 3, SYNC_AFTER_EXIT = 4,
               NO_MEMORY = 5 };
 constexpr int WARP = 32;
-constexpr size_t STACK_BYTES = 256 << 10;
+constexpr size_t STACK_BYTES = 64 << 10;    // a kernel's frames are small: locals, no recursion
 
 struct Fiber {
   ucontext_t context;
@@ -122,24 +122,26 @@ inline Status run_block() {
   }
 }
 
-inline Status run_grid(unsigned blocks, unsigned threads) {
-  static std::mutex lock;   // one grid at a time: the fibers, the statics and __shared__ are this library's
-  std::lock_guard<std::mutex> held(lock);
-  static Fiber* pool = nullptr;
-  static unsigned pool_size = 0;
-  if (pool_size < threads) {
-    Fiber* grown = (Fiber*)calloc(threads, sizeof(Fiber));
-    if (!grown) return NO_MEMORY;
-    for (unsigned k = 0; k < pool_size; ++k) grown[k].stack = pool[k].stack;
-    for (unsigned k = pool_size; k < threads; ++k) {
-      grown[k].stack = (char*)malloc(STACK_BYTES);   // untouched pages cost nothing
-      if (!grown[k].stack) return NO_MEMORY;
-    }
-    free(pool);
-    pool = grown;
-    pool_size = threads;
+// The fibers' stacks, made for one grid and let go after it: a process loads hundreds of kernel libraries,
+// and each keeping its own 256 stacks would hold hundreds of MB.
+struct Stacks {
+  Fiber* fibers = nullptr;
+  unsigned made = 0;
+  ~Stacks() {
+    for (unsigned k = 0; k < made; ++k) free(fibers[k].stack);
+    free(fibers);
   }
-  fibers = pool;
+};
+
+inline Status run_grid(unsigned blocks, unsigned threads) {
+  Stacks stacks;
+  stacks.fibers = (Fiber*)calloc(threads, sizeof(Fiber));
+  if (!stacks.fibers) return NO_MEMORY;
+  for (; stacks.made < threads; ++stacks.made) {
+    stacks.fibers[stacks.made].stack = (char*)malloc(STACK_BYTES);   // untouched pages cost nothing
+    if (!stacks.fibers[stacks.made].stack) return NO_MEMORY;
+  }
+  fibers = stacks.fibers;
   n_fibers = threads;
   grid_dim.x = blocks;
   block_dim.x = threads;
@@ -161,9 +163,13 @@ inline Status run_grid(unsigned blocks, unsigned threads) {
   return OK;
 }
 
-// The kernel ``kernel`` over ``size`` bytes of parameters, as cuLaunchKernel would pass them.
+// The kernel ``kernel`` over ``size`` bytes of parameters, as cuLaunchKernel would pass them. One grid at a
+// time per library (launches come from any Python thread: cffi lets go of the GIL): the parameters, the
+// scheduler's state and __shared__ are the library's statics.
 template <class P> int launch(void (*kernel)(P), unsigned blocks, unsigned threads, const void* params, long size) {
   if (size != (long)sizeof(P)) return BAD_PARAMS;
+  static std::mutex lock;
+  std::lock_guard<std::mutex> held(lock);
   static P bound;
   static void (*entry)(P);
   memcpy((void*)&bound, params, sizeof(P));
