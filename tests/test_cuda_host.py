@@ -169,6 +169,8 @@ def test_what_host_execution_cannot_give_is_refused():
         ex.asarray(np.ones(3), device="cuda:1")
     with pytest.raises(BufferError, match="to_device"):
         xd.__dlpack__()
+    with pytest.raises(ValueError, match="copy=False"):
+        ex.asarray(np.ones(3), device="cuda", copy=False)
     with pytest.raises(NotImplementedError, match="CPU only"):
         ex.jit(lambda a: a * 2)(xd)
 

@@ -623,6 +623,8 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None) -> Array:
     placed = obj.device if isinstance(obj, Array) and device is None else check_device(device)
     dtype = None if dtype is None else dtypes.as_dtype(dtype)
     if isinstance(obj, Array) and obj.device != placed:
+        if copy is False:
+            raise ValueError(f"asarray(copy=False) cannot move an array from {obj.device} to {placed} without a copy")
         obj = obj.to(placed)
     if isinstance(obj, Array):
         if obj._node is not None and obj._node.weak:
@@ -648,6 +650,8 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None) -> Array:
         array = array.astype(array.dtype.newbyteorder("="))
     dtypes.check_supported(array.dtype)
     if placed != CPU:   # into the device's memory (which the Array holds, and copies out of in numpy())
+        if copy is False:
+            raise ValueError(f"asarray(copy=False) cannot put host memory on {placed} without a copy")
         array = cuda_host.to_device(array)
         return Array(graph.buffer(array, placed), array) if dtype is None or dtype == array.dtype else \
             astype(Array(graph.buffer(array, placed), array), dtype)
