@@ -453,6 +453,19 @@ def test_log1p_and_expm1_rules_keep_the_sign_of_zero():
     assert np.signbit(log[2]) and np.signbit(exp[2])
 
 
+def test_a_rewrite_made_scalar_is_not_the_users_equal_scalar():
+    """The disk property found it: a scalar a rule made (x/4 -> x*0.25, log(1+x) -> log1p(x+0.0)) was the
+    very node of an equal scalar of the user's (hash-consing), so the plan read it from the user's slot, and
+    the next graph of the same structure with another value there changed the rule's constant too."""
+    x, y = ex.asarray(np.ones(8)), ex.asarray(np.ones(8))
+    assert (x / 4.0 + y * 0.25).numpy()[0] == 0.5
+    assert (x / 4.0 + y * 0.5).numpy()[0] == 0.75
+    z = ex.asarray(np.zeros((4, 1), np.float32))
+    for value in (0.0, 1.0):
+        _, expm1 = assert_matches_reference(ex.floor_divide(value, ex.sin(z)), ex.exp(ex.sin(z)) - 1)
+        assert (expm1 == 0).all()
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] != ["--summary"] or len(sys.argv) != 3:
         sys.exit("usage: python tests/test_fuzz.py --summary DIR")

@@ -243,6 +243,14 @@ def scalar(value) -> Node:
     return _make(SCALAR, (), value, dtypes.WEAK_DEFAULT[kind], (), (kind, repr(value)))
 
 
+def constant(value) -> Node:
+    """A Python scalar a rewrite rule made (``x/4 -> x*0.25``): never the same node as a user's equal scalar,
+    which is a leaf, so a plan holds the rule's value fixed while the user's changes from call to call
+    (``x / 4.0 + y * 0.25`` and then ``x / 4.0 + y * 0.5`` share a plan: its 0.25 must stay)."""
+    node = scalar(value)
+    return _make(SCALAR, (), value, node.dtype, (), ("constant",) + (type(value), repr(value)))
+
+
 def argument_scalar(value) -> Node:
     """A weakly typed Python scalar standing for a jitted function's argument: a leaf of its own, never the
     node of an equal constant (replaying with another value must not change the constant)."""

@@ -30,7 +30,7 @@ def unary(name: str):
 def unary_of_signless_zero(name: str):
     """``name(x + 0.0)``: x with -0.0 made +0.0 (IEEE: -0 + +0 = +0), for an op that keeps a zero's sign
     where the formula it replaces does not (log(1 + -0.0) is +0.0, log1p(-0.0) is -0.0)."""
-    return lambda x: graph.apply(name, graph.apply("add", x, graph.scalar(0.0)))
+    return lambda x: graph.apply(name, graph.apply("add", x, graph.constant(0.0)))
 
 
 def call(name: str, *src) -> Pat:
@@ -48,7 +48,7 @@ def _fold(node: Node, reads: set) -> Node | None:
     with np.errstate(all="ignore"):
         value = np.asarray(opdefs.get(node.op).numpy(*(s.arg for s in node.src), *node.arg), dtype=node.dtype)
     # A weak node's value stays a Python scalar: as a float64 buffer it would promote what it meets.
-    return graph.scalar(node.weak_type(value.item())) if node.weak_type else graph.buffer(value, device=None)
+    return graph.constant(node.weak_type(value.item())) if node.weak_type else graph.buffer(value, device=None)
 
 
 def _divide_by_power_of_two(node: Node, reads: set) -> Node | None:
@@ -64,7 +64,7 @@ def _divide_by_power_of_two(node: Node, reads: set) -> Node | None:
     tiny, largest = float(info.tiny), float(info.max)
     if mantissa != 0.5 or not tiny <= 1 / abs(c.arg) <= largest or not tiny <= abs(c.arg) <= largest:
         return None
-    return graph.apply("multiply", node.src[0], graph.scalar(1 / c.arg))
+    return graph.apply("multiply", node.src[0], graph.constant(1 / c.arg))
 
 
 def _integers(build):
@@ -226,7 +226,7 @@ def _reassociate(node: Node, reads: set) -> Node | None:
     combined = a + b if node.op == "add" else a * b
     if isinstance(combined, float) and not math.isfinite(combined):
         return None
-    return graph.apply(node.op, inner.src[0], graph.scalar(combined))
+    return graph.apply(node.op, inner.src[0], graph.constant(combined))
 
 
 def _broadcast_only(view: Node) -> bool:
