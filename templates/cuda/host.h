@@ -39,7 +39,7 @@ enum State { READY, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
 enum Status { OK = 0, BAD_PARAMS = 1, SHUFFLE_WITH_EXITED_LANE = 2, DIVERGED = 3, SYNC_AFTER_EXIT = 4,
               NO_MEMORY = 5 };
 constexpr int WARP = 32;
-constexpr size_t STACK_BYTES = 64 << 10;    // a kernel's frames are small: locals, no recursion
+constexpr size_t STACK_BYTES = 256 << 10;   // a kernel's frames are small: locals, no recursion
 
 struct Fiber {
   ucontext_t context;
